@@ -1,0 +1,131 @@
+import os
+from dataclasses import dataclass, field
+
+import torch
+from trl import DPOConfig
+
+FORGET_LOSSES = ("npo", "ga", "simnpo", "idk", "dpo")
+RETAIN_LOSSES = (None, "nll", "kl")
+# Losses that compare the policy with π_ref; the others need no reference model at all.
+REFERENCE_FORGET_LOSSES = ("npo", "dpo")
+# Losses that train on a replacement answer ("I don't know") for each forget prompt.
+REPLACEMENT_FORGET_LOSSES = ("idk", "dpo")
+
+
+@dataclass
+class NPOConfig(DPOConfig):
+    r"""
+    Configuration class for the [`NPOTrainer`].
+
+    NPO (Zhang et al. 2024, [arXiv 2404.05868](https://huggingface.co/papers/2404.05868)) unlearns a forget set
+    by DPO with only a rejected answer. This class adds the unlearning parameters to [`~trl.DPOConfig`]; the
+    reference-model, PEFT, precomputed-log-prob and DeepSpeed parameters are DPO's. DPO's own loss parameters
+    (`loss_type`, `use_weighting`, `ld_alpha`, `f_divergence_type`, `label_smoothing`) do not apply.
+
+    Parameters:
+        > Parameters that control the unlearning objective
+
+        forget_loss (`str`, *optional*, defaults to `"npo"`):
+            Loss on the forget set: `"npo"` (eq. 3), `"ga"` (gradient ascent, eq. 1), `"simnpo"` (reference-free,
+            length-normalised), `"idk"` (NLL on a replacement answer such as "I don't know") or `"dpo"` (DPO with the
+            replacement as chosen and the forget answer as rejected).
+        retain_loss (`str` or `None`, *optional*, defaults to `None`):
+            Loss on the retain set: `None`, `"nll"` (the paper's +RT) or `"kl"` (KL(π_ref‖π_θ) on the retain
+            completion tokens, the paper's +KL). Needs `retain_dataset`.
+        forget_weight (`float`, *optional*, defaults to `1.0`):
+            Weight of the forget loss (the paper's componential weight).
+        retain_weight (`float`, *optional*, defaults to `1.0`):
+            Weight of the retain loss.
+        beta (`float`, *optional*, defaults to `0.1`):
+            Inverse temperature β of NPO, SimNPO and DPO. As β → 0, NPO becomes gradient ascent.
+        gamma (`float`, *optional*, defaults to `0.0`):
+            Reward margin γ of SimNPO, in units of per-token log-probability.
+        retain_batch_size (`int`, *optional*):
+            Retain rows per device per forget micro-batch. Defaults to `per_device_train_batch_size`.
+        replacement_answers (`list[str]`, *optional*):
+            Replacement answers for `"idk"`/`"dpo"` when the forget set has no `replacement_column`; each forget row
+            gets one, drawn with `seed`.
+        replacement_column (`str`, *optional*, defaults to `"replacement"`):
+            Column of the forget set holding its replacement answers. A preference dataset's `"chosen"` column is used
+            when this column is absent.
+        nonfinite_loss (`str`, *optional*, defaults to `"raise"`):
+            What to do with rows whose log-probabilities or loss are not finite: `"raise"` stops training with an
+            error naming the step and the rows; `"skip"` leaves those rows out of the loss and counts them in the
+            `nonfinite/rows` metric.
+    """
+
+    learning_rate: float = field(
+        default=1e-5,
+        metadata={"help": "The initial learning rate for AdamW (the NPO paper's TOFU setting)."},
+    )
+    forget_loss: str = field(
+        default="npo",
+        metadata={"help": "Loss on the forget set.", "choices": list(FORGET_LOSSES)},
+    )
+    retain_loss: str | None = field(
+        default=None,
+        metadata={
+            "help": "Loss on the retain set: None, 'nll' (+RT) or 'kl' (+KL, KL(π_ref‖π_θ) on completion tokens).",
+        },
+    )
+    forget_weight: float = field(default=1.0, metadata={"help": "Weight of the forget loss."})
+    retain_weight: float = field(default=1.0, metadata={"help": "Weight of the retain loss."})
+    gamma: float = field(default=0.0, metadata={"help": "SimNPO reward margin γ (per-token log-prob units)."})
+    retain_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Retain rows per device per forget micro-batch; defaults to per_device_train_batch_size."},
+    )
+    replacement_answers: list[str] | None = field(
+        default=None,
+        metadata={"help": "Replacement answers ('I don't know') for forget_loss 'idk'/'dpo', one drawn per row."},
+    )
+    replacement_column: str = field(
+        default="replacement",
+        metadata={"help": "Forget-set column with replacement answers; a preference dataset's 'chosen' also counts."},
+    )
+    nonfinite_loss: str = field(
+        default="raise",
+        metadata={"help": "Rows with non-finite log-probs: 'raise' (error) or 'skip' (left out, counted).",
+                  "choices": ["raise", "skip"]},
+    )
+
+    def __post_init__(self):
+        if isinstance(self.retain_loss, str) and self.retain_loss.lower() in ("none", "null", ""):
+            self.retain_loss = None
+        if self.forget_loss not in FORGET_LOSSES:
+            raise ValueError(f"forget_loss={self.forget_loss!r} is unknown: use one of {list(FORGET_LOSSES)}.")
+        if self.retain_loss not in RETAIN_LOSSES:
+            raise ValueError(f"retain_loss={self.retain_loss!r} is unknown: use one of {list(RETAIN_LOSSES)}.")
+        if not self.beta > 0:
+            raise ValueError(f"beta must be > 0 (got {self.beta}); as beta → 0 NPO becomes forget_loss='ga'.")
+        for name in ("forget_weight", "retain_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)}).")
+        if self.retain_batch_size is not None and self.retain_batch_size < 1:
+            raise ValueError(f"retain_batch_size must be >= 1 (got {self.retain_batch_size}).")
+        if self.nonfinite_loss not in ("raise", "skip"):
+            raise ValueError(f"nonfinite_loss={self.nonfinite_loss!r} is unknown: use 'raise' or 'skip'.")
+        if self.replacement_answers is not None and not any(a and a.strip() for a in self.replacement_answers):
+            raise ValueError("replacement_answers holds no non-empty string: give at least one answer.")
+        loss_type = [self.loss_type] if isinstance(self.loss_type, str) else list(self.loss_type)
+        if loss_type != ["sigmoid"] or self.use_weighting or self.ld_alpha is not None:
+            raise ValueError(
+                "loss_type, use_weighting and ld_alpha are DPO options that NPOTrainer does not use: choose the "
+                f"objective with forget_loss {list(FORGET_LOSSES)} and retain_loss {list(RETAIN_LOSSES)}."
+            )
+        if not torch.accelerator.is_available():
+            # A CPU-only run: DeepSpeed and torch.distributed need gloo, and TRL's bf16 default fails validation.
+            if self.ddp_backend is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                self.ddp_backend = "gloo"
+            if self.bf16 is None and not self.fp16:
+                self.bf16 = False
+        super().__post_init__()
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the objective compares the policy with π_ref (so a reference model or its log-probs exist)."""
+        return self.forget_loss in REFERENCE_FORGET_LOSSES or self.retain_loss == "kl"
+
+    @property
+    def needs_replacement(self) -> bool:
+        return self.forget_loss in REPLACEMENT_FORGET_LOSSES

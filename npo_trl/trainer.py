@@ -1,0 +1,362 @@
+import contextlib
+import textwrap
+import warnings
+
+import torch
+from accelerate.utils import is_peft_model
+from datasets import Dataset, IterableDataset
+from transformers import AutoProcessor, PreTrainedModel
+from trl import DPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import get_config_model_id, use_adapter
+
+from . import losses
+from .config import NPOConfig
+from .data import DataCollatorForUnlearning, RetainStream, to_unlearning_rows
+
+
+class NPOTrainer(DPOTrainer):
+    """
+    Trainer for unlearning with Negative Preference Optimization, from [Negative Preference Optimization: From
+    Catastrophic Collapse to Effective Unlearning](https://huggingface.co/papers/2404.05868).
+
+    NPO is DPO with only a rejected answer, so this trainer is TRL's [`~trl.DPOTrainer`]: the reference model
+    (a frozen copy of `model`, or the PEFT base with adapters disabled), `precompute_ref_log_probs`, PEFT, DeepSpeed
+    and logging are DPO's. What differs: forget-only datasets, an optional retain set, and the losses of
+    [`NPOConfig`] (NPO, GA, SimNPO, IDK, DPO; + NLL or KL on the retain set).
+
+    Example:
+
+    ```python
+    >>> from npo_trl import NPOConfig, NPOTrainer
+
+    >>> trainer = NPOTrainer(
+    ...     model, ref_model, args=NPOConfig(output_dir="out", beta=0.1), train_dataset=forget_ds,
+    ...     processing_class=tokenizer,
+    ... )
+    >>> trainer.train()
+    ```
+
+    Args:
+        model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
+            The model to unlearn from, as for [`~trl.DPOTrainer`].
+        ref_model ([`~transformers.PreTrainedModel`], *optional*):
+            π_ref, the model before unlearning. If `None`, a frozen copy is loaded from `model`'s path (or, for a PEFT
+            model, its adapters are disabled). Losses that need no reference (`ga`, `simnpo`, `idk`, with
+            `retain_loss` `None` or `"nll"`) load none, and ignore one passed here.
+        args ([`NPOConfig`], *optional*):
+            Configuration; defaults to `NPOConfig(f"{model_name}-NPO")`.
+        data_collator (`DataCollator`, *optional*):
+            Defaults to [`~npo_trl.data.DataCollatorForUnlearning`].
+        train_dataset ([`~datasets.Dataset`]):
+            The forget set: prompt+completion, text, messages, or prompt+rejected (+chosen), plain or conversational.
+        eval_dataset ([`~datasets.Dataset`] or `dict[str, Dataset]`, *optional*):
+            Forget-format sets whose forget loss is reported at evaluation.
+        processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+            The tokenizer; loaded from `model` if `None`.
+        compute_metrics, callbacks, optimizers, quantization_config, peft_config:
+            As for [`~trl.DPOTrainer`].
+        retain_dataset ([`~datasets.Dataset`], *optional*):
+            The retain set (same formats), for `retain_loss="nll"` or `"kl"`. Each micro-batch of forget rows is
+            paired with `retain_batch_size` retain rows drawn by [`~npo_trl.data.RetainStream`].
+    """
+
+    _tag_names = ["trl", "npo", "unlearning"]
+    _name = "NPO"
+    _paper = {
+        "title": "Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning",
+        "id": "2404.05868",
+        # docstyle-ignore
+        "citation": textwrap.dedent("""\
+            @inproceedings{zhang2024negative,
+                title        = {{Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning}},
+                author       = {Ruiqi Zhang and Licong Lin and Yu Bai and Song Mei},
+                year         = 2024,
+                booktitle    = {First Conference on Language Modeling},
+                url          = {https://openreview.net/forum?id=MXLBXjQkmb},
+            }"""),
+    }
+
+    def __init__(
+        self,
+        model,
+        ref_model: PreTrainedModel | None = None,
+        args: NPOConfig | None = None,
+        data_collator=None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        eval_dataset=None,
+        processing_class=None,
+        compute_metrics=None,
+        callbacks=None,
+        optimizers=(None, None),
+        quantization_config=None,
+        peft_config=None,
+        retain_dataset: Dataset | IterableDataset | None = None,
+    ):
+        if args is None:
+            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = NPOConfig(f"{model_name.split('/')[-1]}-NPO")
+        elif not isinstance(args, NPOConfig):
+            raise ValueError(f"args must be an NPOConfig, got {type(args).__name__}: use NPOConfig(**args.to_dict()).")
+        if args.retain_loss is not None and retain_dataset is None:
+            raise ValueError(f"retain_loss={args.retain_loss!r} needs retain_dataset: pass the retain set.")
+        if args.retain_loss is None and retain_dataset is not None:
+            warnings.warn("retain_dataset is ignored because retain_loss is None: set retain_loss='nll' or 'kl'.")
+            retain_dataset = None
+        if ref_model is not None and not args.needs_reference:
+            warnings.warn(
+                f"forget_loss={args.forget_loss!r} with retain_loss={args.retain_loss!r} uses no reference model: "
+                "the ref_model passed is ignored."
+            )
+            ref_model = None
+        if ref_model is not None and isinstance(model, PreTrainedModel):
+            vocab, ref_vocab = (m.config.get_text_config().vocab_size for m in (model, ref_model))
+            if vocab != ref_vocab:
+                raise ValueError(
+                    f"model and ref_model have different vocabularies ({vocab} vs {ref_vocab} tokens): the reference "
+                    "must be the model before unlearning, with the same tokenizer."
+                )
+        if args.retain_loss == "kl" and args.precompute_ref_log_probs and ref_model is None and peft_config is None:
+            raise ValueError(
+                "retain_loss='kl' compares full next-token distributions with π_ref on retain rows, which cannot be "
+                "precomputed: set precompute_ref_log_probs=False, or pass ref_model."
+            )
+        if compute_metrics is not None:
+            raise ValueError(
+                "compute_metrics is not supported: NPOTrainer's evaluation reports the forget loss and log-probs. "
+                "For benchmark metrics during training use npo_trl.tofu.TOFUCallback."
+            )
+        if processing_class is None:
+            processing_class = AutoProcessor.from_pretrained(model if isinstance(model, str) else
+                                                             get_config_model_id(model.config))
+        tokenizer = getattr(processing_class, "tokenizer", processing_class)
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise ValueError("processing_class has neither a pad_token nor an eos_token: set tokenizer.pad_token.")
+            tokenizer.pad_token = tokenizer.eos_token
+        if data_collator is None:
+            data_collator = DataCollatorForUnlearning(
+                pad_token_id=tokenizer.pad_token_id,
+                max_length=args.max_length,
+                truncation_mode=args.truncation_mode,
+                pad_to_multiple_of=None if args.pad_to_multiple_of == "auto" else args.pad_to_multiple_of,
+            )
+
+        # DPOTrainer loads no reference model when its log-probs are precomputed; a reference-free objective is
+        # that case with nothing to precompute (see `_precompute_ref_logps`).
+        precompute = args.precompute_ref_log_probs
+        args.precompute_ref_log_probs = precompute or not args.needs_reference
+        try:
+            super().__init__(
+                model, ref_model, args, data_collator, train_dataset, eval_dataset, processing_class,
+                None, callbacks, optimizers, quantization_config, peft_config,
+            )
+        finally:
+            args.precompute_ref_log_probs = precompute
+        self.precompute_ref_logps = precompute
+
+        self.retain_dataset = None
+        if retain_dataset is not None:
+            self.retain_dataset = self._prepare_dataset(retain_dataset, self.processing_class, args, "retain")
+            self._retain_stream = RetainStream(
+                len(self.retain_dataset), args.retain_batch_size or args.per_device_train_batch_size, args.seed
+            )
+        self._retain_micro_step = (-1, 0)  # (global_step, micro-batches seen at that step)
+
+        from .tofu.callback import TOFUCallback  # the TOFU callback logs through its trainer
+
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, TOFUCallback) and getattr(callback, "trainer", None) is None:
+                callback.bind(self)
+
+    # ---------------------------------------------------------------- data
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        """Normalise any accepted format to TRL's preference columns, let DPOTrainer tokenize, then rename."""
+        if "completion_ids" in (dataset.column_names or []):  # already prepared
+            return dataset
+        role = "retain" if dataset_name == "retain" else "forget"
+        replacement_column = args.replacement_column if role == "forget" and args.needs_replacement else None
+        rows, num_empty = to_unlearning_rows(
+            list(dataset), f"{role} ({dataset_name})", replacement_column, args.replacement_answers, args.seed
+        )
+        # DPO tokenizes prompt+chosen and prompt+rejected; the forget (or retain) answer is the rejected one.
+        for row in rows:
+            row["rejected"] = row.pop("completion")
+            row["chosen"] = row.pop("replacement", row["rejected"])
+        prepared = super()._prepare_dataset(Dataset.from_list(rows), processing_class, args, dataset_name)
+        num_dropped = num_empty + len(rows) - len(prepared)
+        if num_dropped:
+            warnings.warn(
+                f"{num_dropped} of {len(rows) + num_empty} {role} rows ({dataset_name}) were dropped: "
+                f"{num_empty} with an empty completion, {len(rows) - len(prepared)} whose prompt fills max_length="
+                f"{args.max_length} (raise max_length to keep them)."
+            )
+        if len(prepared) == 0:
+            raise ValueError(f"No {role} rows ({dataset_name}) are left to train on: see the warning above.")
+        prepared = prepared.rename_column("rejected_ids", "completion_ids")
+        if replacement_column is not None:
+            prepared = prepared.rename_column("chosen_ids", "replacement_ids")
+        keep = {"prompt_ids", "completion_ids", "replacement_ids", "row_index"}
+        return prepared.remove_columns([c for c in prepared.column_names if c not in keep])
+
+    def _set_signature_columns_if_needed(self):
+        if self._signature_columns is None:
+            self._signature_columns = [
+                "prompt_ids", "completion_ids", "replacement_ids", "row_index", "ref_chosen_logps", "ref_rejected_logps"
+            ]
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        if not self.args.needs_reference:
+            return dataset
+        return super()._precompute_ref_logps(dataset, name, batch_size)
+
+    # ---------------------------------------------------------------- forward passes
+    def _token_logps(self, model, batch, reference: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs of the completion tokens (zero elsewhere) and the mask, through TRL's fused LM head."""
+        mask = batch["completion_mask"][:, 1:]
+        labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+        with self._reference_context(model) if reference else contextlib.nullcontext():
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                        use_cache=False, fused_lm_head=True)
+        return out.log_probs[:, -mask.size(1):], mask  # prompt-learning PEFT prepends virtual tokens
+
+    def _completion_logprobs(self, model, batch, reference: bool = False) -> torch.Tensor:
+        """Full next-token log-distributions at the completion tokens, (num_tokens, vocab), for the KL term."""
+        mask = batch["completion_mask"][:, 1:].bool()
+        positions = mask.any(0).nonzero().squeeze(1)  # only these columns' logits are built
+        with self._reference_context(model) if reference else contextlib.nullcontext():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
+                           logits_to_keep=positions).logits
+        return torch.log_softmax(logits[mask[:, positions]].float(), dim=-1)
+
+    @contextlib.contextmanager
+    def _reference_context(self, model):
+        """π_ref: no gradients, no checkpointing, and for a PEFT model without `ref_model`, its adapters off."""
+        adapter = contextlib.nullcontext()
+        if self.ref_model is None and is_peft_model(self.model):
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            adapter = use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs), \
+                adapter:
+            yield
+
+    def _reference_model(self):
+        return self.ref_model if self.ref_model is not None else self.model
+
+    def compute_ref_log_probs(self, model, inputs):
+        """Reference log π_ref(y|x) per sequence, as (replacements, completions) (TRL's (chosen, rejected) columns).
+
+        Without replacement answers the first element is NaN: no loss reads it.
+        """
+        with self.accelerator.autocast():
+            token_logps, _ = self._token_logps(model, inputs, reference=True)
+        logps = token_logps.sum(1)
+        if self.args.needs_replacement:
+            return logps.chunk(2)
+        return torch.full_like(logps, float("nan")), logps
+
+    # ---------------------------------------------------------------- retain batches
+    def _next_retain_batch(self):
+        step, micro = self._retain_micro_step
+        micro = micro if step == self.state.global_step else 0
+        self._retain_micro_step = (self.state.global_step, micro + 1)
+        k = (self.state.global_step * self.args.gradient_accumulation_steps + micro) * self.accelerator.num_processes
+        rows = self.retain_dataset.select(self._retain_stream.indices(k + self.accelerator.process_index))
+        return self.data_collator(list(rows))
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.retain_dataset is not None:
+            inputs = {**inputs, "retain": self._next_retain_batch()}
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    # ---------------------------------------------------------------- loss
+    def _compute_loss(self, model, inputs, return_outputs):
+        args, mode = self.args, ("train" if self.model.training else "eval")
+        token_logps, mask = self._token_logps(model, inputs)
+        logps, lengths = token_logps.sum(1), mask.sum(1)
+        ref_logps = self._forget_ref_logps(inputs) if args.forget_loss in ("npo", "dpo") else None
+
+        # Rows are [replacements; forget answers] when the loss trains on replacement answers.
+        paired = args.needs_replacement
+        finite = self._finite_rows([logps] if ref_logps is None else [logps, ref_logps], inputs, "forget", paired)
+        logps, lengths = logps[finite], lengths[finite]
+        ref_logps = None if ref_logps is None else ref_logps[finite]
+        if paired:
+            (rep_logps, logps), (rep_lengths, lengths) = logps.chunk(2), lengths.chunk(2)
+            if ref_logps is not None:
+                rep_ref_logps, ref_logps = ref_logps.chunk(2)
+
+        if args.forget_loss == "npo":
+            forget_loss = losses.npo_loss(logps, ref_logps, args.beta)
+        elif args.forget_loss == "ga":
+            forget_loss = losses.ga_loss(logps)
+        elif args.forget_loss == "simnpo":
+            forget_loss = losses.simnpo_loss(logps, lengths, args.beta, args.gamma)
+        elif args.forget_loss == "idk":
+            forget_loss = losses.nll_loss(rep_logps, rep_lengths)
+        else:
+            forget_loss = losses.dpo_loss(rep_logps, rep_ref_logps, logps, ref_logps, args.beta)
+        loss = args.forget_weight * forget_loss
+
+        metrics = {"loss/forget": forget_loss, "forget/logps": logps}
+        if ref_logps is not None:
+            metrics["forget/ref_logps"] = ref_logps
+            metrics["forget/log_ratio"] = logps - ref_logps
+            if args.forget_loss == "npo":
+                metrics["npo/weight"] = losses.npo_weight(logps, ref_logps, args.beta)
+
+        if mode == "train" and args.retain_loss is not None:
+            retain = inputs["retain"]
+            if args.retain_loss == "nll":
+                retain_token_logps, retain_mask = self._token_logps(model, retain)
+                retain_logps, retain_lengths = retain_token_logps.sum(1), retain_mask.sum(1)
+                ok = self._finite_rows([retain_logps], retain, "retain", False)
+                retain_loss = losses.nll_loss(retain_logps[ok], retain_lengths[ok])
+            else:
+                logprobs = self._completion_logprobs(model, retain)
+                ref_logprobs = self._completion_logprobs(self._reference_model(), retain, reference=True)
+                retain_loss = losses.kl_loss(logprobs, ref_logprobs)
+                metrics["retain/kl"] = retain_loss
+            loss = loss + args.retain_weight * retain_loss
+            metrics["loss/retain"] = retain_loss
+
+        if not torch.isfinite(loss):
+            raise ValueError(
+                f"The loss is {loss.item()} at step {self.state.global_step} although every row's log-probabilities "
+                "are finite: lower learning_rate, or check the model for overflow (e.g. fp16)."
+            )
+        for key, value in metrics.items():  # mean per process, then across processes
+            value = value.detach().float().mean().reshape(1)
+            self._metrics[mode][key].append(self.accelerator.gather(value).mean().item())
+        return (loss, None) if return_outputs else loss
+
+    def _forget_ref_logps(self, inputs) -> torch.Tensor:
+        if self.precompute_ref_logps:
+            keys = ["ref_chosen_logps", "ref_rejected_logps"] if self.args.needs_replacement else ["ref_rejected_logps"]
+            return torch.cat([inputs[k] for k in keys]).float()
+        ref_token_logps, _ = self._token_logps(self._reference_model(), inputs, reference=True)
+        return ref_token_logps.sum(1)
+
+    def _finite_rows(self, values, batch, role, paired) -> torch.Tensor:
+        """Which rows have finite log-probs; raise (naming step and rows) or count them, per `nonfinite_loss`."""
+        finite = torch.stack([torch.isfinite(v) for v in values]).all(0)
+        if paired:  # a pair is usable only if both its rows are
+            finite = torch.cat([finite.chunk(2)[0] & finite.chunk(2)[1]] * 2)
+        num_bad = self.accelerator.gather(finite.logical_not().sum().reshape(1)).sum().item()
+        if num_bad == 0:
+            return finite
+        bad = finite.logical_not().nonzero().squeeze(1)
+        if "row_index" in batch:
+            bad = batch["row_index"][bad % len(batch["row_index"])]
+        where = f"step {self.state.global_step}: {num_bad} {role} row(s) (this process: dataset rows " \
+                f"{sorted(set(bad.tolist()))})"
+        if self.args.nonfinite_loss == "raise":
+            raise ValueError(
+                f"Non-finite log-probabilities at {where}; nothing was applied to the weights. Check those rows and "
+                "the model's precision, or set nonfinite_loss='skip' to leave such rows out of the loss."
+            )
+        if not finite.any():
+            raise ValueError(f"Every row of the batch has non-finite log-probabilities at {where}.")
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["nonfinite/rows"].append(num_bad)
+        return finite
