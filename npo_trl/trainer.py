@@ -163,10 +163,8 @@ class NPOTrainer(DPOTrainer):
             )
         self._retain_micro_step = (-1, 0)  # (global_step, micro-batches seen at that step)
 
-        from .tofu.callback import TOFUCallback  # the TOFU callback logs through its trainer
-
-        for callback in self.callback_handler.callbacks:
-            if isinstance(callback, TOFUCallback) and getattr(callback, "trainer", None) is None:
+        for callback in self.callback_handler.callbacks:  # e.g. TOFUCallback, which logs through its trainer
+            if callable(getattr(callback, "bind", None)) and getattr(callback, "trainer", None) is None:
                 callback.bind(self)
 
     # ---------------------------------------------------------------- data

@@ -95,3 +95,18 @@ def finetuned_dir(tmp_path_factory, tokenizer, forget_ds, retain_ds):
 @pytest.fixture
 def finetuned(finetuned_dir):
     return LlamaForCausalLM.from_pretrained(finetuned_dir, dtype=torch.float32)
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def chat_tokenizer(tokenizer):
+    import copy
+
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = CHAT_TEMPLATE
+    return tok

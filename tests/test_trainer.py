@@ -1,0 +1,229 @@
+"""NPOTrainer end to end on a tiny fine-tuned Llama: every loss unlearns, reference handling, PEFT, metrics."""
+
+import warnings
+
+import pytest
+import torch
+from conftest import tiny_llama, toy_qa
+from datasets import Dataset
+
+from npo_trl import NPOConfig, NPOTrainer
+
+
+def config(tmp_path, **kwargs):
+    defaults = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, learning_rate=1e-3, max_steps=6,
+                    logging_steps=1, report_to="none", gradient_checkpointing=False, save_strategy="no",
+                    replacement_answers=["I don't know.", "I have no idea."], seed=0)
+    return NPOConfig(**{**defaults, **kwargs})
+
+
+@torch.no_grad()
+def mean_forget_logp(model, tokenizer, dataset):
+    """Mean over rows of log π(completion | prompt), computed directly (independent of the trainer's code)."""
+    total = 0.0
+    for prompt, completion in zip(dataset["prompt"], dataset["completion"]):
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        ids = tokenizer(prompt + completion + tokenizer.eos_token)["input_ids"]
+        logits = model(torch.tensor([ids])).logits[0, :-1].log_softmax(-1)
+        targets = torch.tensor(ids[1:])
+        total += logits[torch.arange(len(targets)), targets][len(prompt_ids) - 1:].sum().item()
+    return total / len(dataset)
+
+
+@pytest.mark.parametrize("forget_loss", ["npo", "ga", "simnpo", "idk", "dpo"])
+def test_every_forget_loss_lowers_forget_logprobs(tmp_path, finetuned, tokenizer, forget_ds, forget_loss):
+    before = mean_forget_logp(finetuned, tokenizer, forget_ds)
+    trainer = NPOTrainer(finetuned, args=config(tmp_path, forget_loss=forget_loss, beta=0.5, max_steps=10),
+                         train_dataset=forget_ds, processing_class=tokenizer)
+    trainer.train()
+    after = mean_forget_logp(trainer.model, tokenizer, forget_ds)
+    assert after < before - 0.5, (forget_loss, before, after)
+
+
+def test_reference_models_load_only_when_the_loss_needs_one(tmp_path, finetuned_dir, tokenizer, forget_ds, retain_ds):
+    from transformers import AutoModelForCausalLM
+
+    def build(**kw):
+        model = AutoModelForCausalLM.from_pretrained(finetuned_dir)
+        retain = retain_ds if kw.get("retain_loss") else None
+        return NPOTrainer(model, args=config(tmp_path, **kw), train_dataset=forget_ds, retain_dataset=retain,
+                          processing_class=tokenizer)
+
+    for kw in [dict(forget_loss="ga"), dict(forget_loss="simnpo"), dict(forget_loss="idk", retain_loss="nll"),
+               dict(forget_loss="ga", retain_loss="nll")]:
+        assert build(**kw).ref_model is None, kw
+    for kw in [dict(forget_loss="npo"), dict(forget_loss="dpo"), dict(forget_loss="ga", retain_loss="kl")]:
+        trainer = build(**kw)
+        assert trainer.ref_model is not None, kw
+        assert trainer.ref_model is not trainer.model
+
+
+def test_ga_drifts_much_faster_than_npo(tmp_path, finetuned_dir, tokenizer, forget_ds):
+    """Theorem 2 on a real model: over the same steps GA moves the weights far more than NPO."""
+    from transformers import AutoModelForCausalLM
+
+    drifts = {}
+    for loss in ("ga", "npo"):
+        model = AutoModelForCausalLM.from_pretrained(finetuned_dir)
+        start = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        args = config(tmp_path / loss, forget_loss=loss, beta=1.0, max_steps=30, learning_rate=0.2,
+                      lr_scheduler_type="constant", optim="sgd")
+        trainer = NPOTrainer(model, args=args, train_dataset=forget_ds, processing_class=tokenizer)
+        trainer.train()
+        drifts[loss] = (torch.cat([p.detach().flatten() for p in model.parameters()]) - start).norm().item()
+    assert drifts["ga"] > 5 * drifts["npo"], drifts
+
+
+def test_precomputed_reference_gives_the_same_losses_as_a_live_one(tmp_path, finetuned_dir, tokenizer, forget_ds):
+    from transformers import AutoModelForCausalLM
+
+    runs = {}
+    for precompute in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(finetuned_dir)
+        args = config(tmp_path / str(precompute), precompute_ref_log_probs=precompute, max_steps=4)
+        trainer = NPOTrainer(model, args=args, train_dataset=forget_ds, processing_class=tokenizer)
+        assert (trainer.ref_model is None) == precompute
+        trainer.train()
+        runs[precompute] = [(h["loss"], h["forget/ref_logps"]) for h in trainer.state.log_history if "loss" in h]
+    assert len(runs[True]) == 4
+    for (live_loss, live_ref), (pre_loss, pre_ref) in zip(runs[False], runs[True]):
+        assert pre_loss == pytest.approx(live_loss, rel=1e-4, abs=1e-5)
+        assert pre_ref == pytest.approx(live_ref, rel=1e-4)
+
+
+def test_logged_metrics(tmp_path, finetuned, tokenizer, forget_ds, retain_ds):
+    trainer = NPOTrainer(finetuned, args=config(tmp_path, retain_loss="kl", max_steps=2), train_dataset=forget_ds,
+                         retain_dataset=retain_ds, processing_class=tokenizer)
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    for key in ("loss/forget", "loss/retain", "forget/logps", "forget/ref_logps", "forget/log_ratio", "npo/weight",
+                "retain/kl"):
+        assert key in logged and logged[key] == logged[key], key
+    # At step 1 the policy is the reference: log-ratio 0, W = 1, KL 0.
+    assert logged["forget/log_ratio"] == pytest.approx(0.0, abs=1e-5)
+    assert logged["npo/weight"] == pytest.approx(1.0, abs=1e-5)
+    assert logged["retain/kl"] == pytest.approx(0.0, abs=1e-5)
+    assert logged["forget/logps"] < 0
+
+
+def test_retain_nll_keeps_retain_facts_better_than_npo_alone(tmp_path, finetuned_dir, tokenizer, forget_ds, retain_ds):
+    from transformers import AutoModelForCausalLM
+
+    results = {}
+    for retain_loss in (None, "nll"):
+        model = AutoModelForCausalLM.from_pretrained(finetuned_dir)
+        args = config(tmp_path / str(retain_loss), forget_loss="ga", retain_loss=retain_loss, max_steps=10)
+        trainer = NPOTrainer(model, args=args, train_dataset=forget_ds,
+                             retain_dataset=retain_ds if retain_loss else None, processing_class=tokenizer)
+        trainer.train()
+        results[retain_loss] = mean_forget_logp(model, tokenizer, retain_ds)
+    assert results["nll"] > results[None]
+
+
+def test_peft_lora_with_gradient_checkpointing_trains_lora_b(tmp_path, finetuned, tokenizer, forget_ds):
+    from peft import LoraConfig
+
+    args = config(tmp_path, gradient_checkpointing=True, max_steps=2)
+    trainer = NPOTrainer(finetuned, args=args, train_dataset=forget_ds, processing_class=tokenizer,
+                         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    assert trainer.ref_model is None  # the reference is the base model, adapters off
+    lora_b = {n: p for n, p in trainer.model.named_parameters() if "lora_B" in n}
+    assert lora_b and all(p.abs().sum() == 0 for p in lora_b.values())
+    grads = {}
+    trainer.add_callback(_GradRecorder(lora_b, grads))
+    trainer.train()
+    assert grads and all(g > 0 for g in grads.values()), grads
+    assert all(p.abs().sum() > 0 for p in lora_b.values())
+    assert trainer.state.log_history[0]["forget/log_ratio"] == pytest.approx(0.0, abs=1e-5)
+
+
+class _GradRecorder:
+    """Records each LoRA B matrix's gradient norm just before the optimizer step."""
+
+    def __init__(self, params, out):
+        self.params, self.out = params, out
+
+    def __getattr__(self, name):
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+    def on_pre_optimizer_step(self, *args, **kwargs):
+        for name, p in self.params.items():
+            self.out[name] = max(self.out.get(name, 0.0), 0.0 if p.grad is None else p.grad.norm().item())
+
+
+def _rows(dataset):
+    return [dict(r) for r in dataset]
+
+
+@pytest.mark.parametrize("fmt", ["prompt_completion", "text", "prompt_rejected", "conversational", "messages"])
+def test_dataset_formats(tmp_path, finetuned, chat_tokenizer, forget_ds, fmt):
+    rows = _rows(forget_ds)
+    if fmt == "text":
+        data = Dataset.from_list([{"text": r["prompt"] + r["completion"]} for r in rows])
+    elif fmt == "prompt_rejected":
+        data = Dataset.from_list([{"prompt": r["prompt"], "rejected": r["completion"], "chosen": " No idea."}
+                                  for r in rows])
+    elif fmt == "conversational":
+        data = Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}],
+                                   "completion": [{"role": "assistant", "content": r["completion"].strip()}]}
+                                  for r in rows])
+    elif fmt == "messages":
+        data = Dataset.from_list([{"messages": [{"role": "user", "content": r["prompt"]},
+                                                {"role": "assistant", "content": r["completion"].strip()}]}
+                                  for r in rows])
+    else:
+        data = forget_ds
+    trainer = NPOTrainer(finetuned, args=config(tmp_path, max_steps=2), train_dataset=data,
+                         processing_class=chat_tokenizer)
+    first = trainer.train_dataset[0]
+    assert len(first["completion_ids"]) > 0
+    assert first["completion_ids"][-1] == chat_tokenizer.eos_token_id or fmt in ("conversational", "messages")
+    if fmt == "text":
+        assert first["prompt_ids"] == [chat_tokenizer.bos_token_id]  # every token of the text counts
+    trainer.train()
+    assert trainer.state.log_history[-2]["forget/log_ratio"] < 0
+
+
+def test_prompt_rejected_dataset_uses_chosen_as_replacement_for_dpo(tmp_path, finetuned, tokenizer, forget_ds):
+    data = Dataset.from_list([{"prompt": r["prompt"], "rejected": r["completion"], "chosen": " No idea."}
+                              for r in _rows(forget_ds)])
+    trainer = NPOTrainer(finetuned, args=config(tmp_path, forget_loss="dpo", replacement_answers=None, max_steps=2),
+                         train_dataset=data, processing_class=tokenizer)
+    expected = tokenizer(" No idea." + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+    assert trainer.train_dataset[0]["replacement_ids"] == expected
+    trainer.train()
+
+
+def test_replacement_answers_are_drawn_per_row_deterministically(tmp_path, finetuned, tokenizer, forget_ds):
+    args = config(tmp_path, forget_loss="idk", replacement_answers=["I don't know.", "No idea at all.", "Unknown."])
+    first = NPOTrainer(finetuned, args=args, train_dataset=forget_ds, processing_class=tokenizer)
+    second = NPOTrainer(finetuned, args=args, train_dataset=forget_ds, processing_class=tokenizer)
+    ids = first.train_dataset["replacement_ids"]
+    assert ids == second.train_dataset["replacement_ids"]
+    assert len({tuple(i) for i in ids}) > 1  # several answers are used
+
+
+def test_empty_completions_are_dropped_with_one_counting_warning(tmp_path, finetuned, tokenizer, forget_ds):
+    rows = _rows(forget_ds)
+    rows[1]["completion"], rows[3]["completion"] = "", "   "
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = NPOTrainer(finetuned, args=config(tmp_path), train_dataset=Dataset.from_list(rows),
+                             processing_class=tokenizer)
+    drops = [w for w in caught if "dropped" in str(w.message)]
+    assert len(drops) == 1 and "2 of 8" in str(drops[0].message)
+    assert len(trainer.train_dataset) == 6
+    assert 1 not in trainer.train_dataset["row_index"] and 3 not in trainer.train_dataset["row_index"]
+
+
+def test_rows_truncated_away_are_counted(tmp_path, finetuned, tokenizer, forget_ds):
+    rows = _rows(forget_ds)
+    rows[0]["prompt"] = "Where does agent 1 live? " * 30
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = NPOTrainer(finetuned, args=config(tmp_path, max_length=32), train_dataset=Dataset.from_list(rows),
+                             processing_class=tokenizer)
+    assert any("1 of 8" in str(w.message) and "max_length" in str(w.message) for w in caught)
+    assert len(trainer.train_dataset) == 7
