@@ -114,11 +114,15 @@ class NPOConfig(DPOConfig):
                 f"objective with forget_loss {list(FORGET_LOSSES)} and retain_loss {list(RETAIN_LOSSES)}."
             )
         if not torch.accelerator.is_available():
-            # A CPU-only run: DeepSpeed and torch.distributed need gloo, and TRL's bf16 default fails validation.
-            if self.ddp_backend is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-                self.ddp_backend = "gloo"
+            # A CPU-only machine: TRL's bf16 default fails validation there; several processes need the gloo
+            # backend, and plain data parallelism needs use_cpu (else accelerate does not wrap the model in DDP).
             if self.bf16 is None and not self.fp16:
                 self.bf16 = False
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns on every loader otherwise
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                self.ddp_backend = self.ddp_backend or "gloo"
+                deepspeed = self.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+                self.use_cpu = self.use_cpu or not deepspeed
         super().__post_init__()
 
     @property

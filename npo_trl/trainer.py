@@ -177,6 +177,9 @@ class NPOTrainer(DPOTrainer):
         rows, num_empty = to_unlearning_rows(
             list(dataset), f"{role} ({dataset_name})", replacement_column, args.replacement_answers, args.seed
         )
+        if not rows:
+            raise ValueError(f"No {role} rows ({dataset_name}) are left to train on: all {num_empty} have an empty "
+                             "completion.")
         # DPO tokenizes prompt+chosen and prompt+rejected; the forget (or retain) answer is the rejected one.
         for row in rows:
             row["rejected"] = row.pop("completion")

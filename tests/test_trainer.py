@@ -227,3 +227,64 @@ def test_rows_truncated_away_are_counted(tmp_path, finetuned, tokenizer, forget_
                              processing_class=tokenizer)
     assert any("1 of 8" in str(w.message) and "max_length" in str(w.message) for w in caught)
     assert len(trainer.train_dataset) == 7
+
+
+# ---------------------------------------------------------------- bad input: refused before training, naming the fix
+def test_missing_columns_list_what_was_found_and_what_is_accepted(tmp_path, finetuned, tokenizer):
+    data = Dataset.from_list([{"question": "Where?", "answer": "Here."}])
+    with pytest.raises(ValueError, match=r"columns \['answer', 'question'\].*accepts prompt\+completion.*rename"):
+        NPOTrainer(finetuned, args=config(tmp_path), train_dataset=data, processing_class=tokenizer)
+
+
+def test_retain_loss_without_retain_dataset(tmp_path, finetuned, tokenizer, forget_ds):
+    with pytest.raises(ValueError, match="retain_loss='nll' needs retain_dataset"):
+        NPOTrainer(finetuned, args=config(tmp_path, retain_loss="nll"), train_dataset=forget_ds,
+                   processing_class=tokenizer)
+
+
+def test_retain_dataset_without_retain_loss_warns_and_is_ignored(tmp_path, finetuned, tokenizer, forget_ds, retain_ds):
+    with pytest.warns(UserWarning, match="retain_dataset is ignored because retain_loss is None"):
+        trainer = NPOTrainer(finetuned, args=config(tmp_path), train_dataset=forget_ds, retain_dataset=retain_ds,
+                             processing_class=tokenizer)
+    assert trainer.retain_dataset is None
+
+
+@pytest.mark.parametrize("forget_loss", ["idk", "dpo"])
+def test_replacement_losses_without_replacement_answers(tmp_path, finetuned, tokenizer, forget_ds, forget_loss):
+    args = config(tmp_path, forget_loss=forget_loss, replacement_answers=None)
+    with pytest.raises(ValueError, match="needs a replacement answer.*replacement_answers"):
+        NPOTrainer(finetuned, args=args, train_dataset=forget_ds, processing_class=tokenizer)
+
+
+def test_ref_model_with_a_reference_free_loss_warns_and_is_ignored(tmp_path, finetuned_dir, tokenizer, forget_ds):
+    from transformers import AutoModelForCausalLM
+
+    model, ref = (AutoModelForCausalLM.from_pretrained(finetuned_dir) for _ in range(2))
+    with pytest.warns(UserWarning, match="uses no reference model: the ref_model passed is ignored"):
+        trainer = NPOTrainer(model, ref, args=config(tmp_path, forget_loss="ga"), train_dataset=forget_ds,
+                             processing_class=tokenizer)
+    assert trainer.ref_model is None
+
+
+def test_model_and_ref_model_with_different_vocabularies(tmp_path, finetuned, tokenizer, forget_ds):
+    with pytest.raises(ValueError, match=r"different vocabularies \(\d+ vs 999 tokens\)"):
+        NPOTrainer(finetuned, tiny_llama(999), args=config(tmp_path), train_dataset=forget_ds,
+                   processing_class=tokenizer)
+
+
+def test_kl_retain_loss_cannot_be_precomputed(tmp_path, finetuned, tokenizer, forget_ds, retain_ds):
+    with pytest.raises(ValueError, match="set precompute_ref_log_probs=False, or pass ref_model"):
+        NPOTrainer(finetuned, args=config(tmp_path, retain_loss="kl", precompute_ref_log_probs=True),
+                   train_dataset=forget_ds, retain_dataset=retain_ds, processing_class=tokenizer)
+
+
+def test_a_dataset_with_nothing_left_raises(tmp_path, finetuned, tokenizer):
+    data = Dataset.from_list([{"prompt": "Where?", "completion": " "}, {"prompt": "Who?", "completion": ""}])
+    with pytest.raises(ValueError, match=r"No forget rows \(train\) are left to train on: all 2 have an empty"):
+        NPOTrainer(finetuned, args=config(tmp_path), train_dataset=data, processing_class=tokenizer)
+
+
+def test_a_dataset_truncated_to_nothing_raises_after_the_counting_warning(tmp_path, finetuned, tokenizer):
+    data = Dataset.from_list([{"prompt": "Where does agent 1 live? " * 30, "completion": " Here."}])
+    with pytest.warns(UserWarning, match="1 of 1"), pytest.raises(ValueError, match="No forget rows .* are left"):
+        NPOTrainer(finetuned, args=config(tmp_path, max_length=16), train_dataset=data, processing_class=tokenizer)

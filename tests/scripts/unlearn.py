@@ -1,0 +1,65 @@
+"""Runs NPOTrainer on JSON forget/retain rows; launched by the tests under `accelerate launch` (gloo, ZeRO-3).
+
+Saves the final model to <output_dir>/final and writes <output_dir>/run.json from rank 0: the log history and
+the forget and retain rows each micro-batch saw on each rank.
+"""
+
+import json
+import os
+import sys
+
+import torch
+from accelerate import PartialState
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from npo_trl import NPOConfig, NPOTrainer
+from trl import TrlParser
+
+
+class RecordingTrainer(NPOTrainer):
+    """Records which forget and retain rows each micro-batch trains on."""
+
+    seen = []
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        step = self.state.global_step
+        result = super().training_step(model, inputs, num_items_in_batch)
+        retain = self._last_retain_rows if self.retain_dataset is not None else []
+        self.seen.append({"step": step, "forget": inputs["row_index"].tolist(), "retain": retain})
+        return result
+
+    def _next_retain_batch(self):
+        batch = super()._next_retain_batch()
+        self._last_retain_rows = batch["row_index"].tolist()
+        return batch
+
+
+def main():
+    args, extra = TrlParser((NPOConfig,)).parse_args_and_config(return_remaining_strings=True)
+    model_dir, forget_path, retain_path = extra[-3:]
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    forget = Dataset.from_list(json.load(open(forget_path)))
+    retain = Dataset.from_list(json.load(open(retain_path))) if args.retain_loss else None
+    trainer = RecordingTrainer(model, args=args, train_dataset=forget, retain_dataset=retain,
+                               processing_class=tokenizer)
+    trainer.train()
+    trainer.save_model(os.path.join(args.output_dir, "final"))
+    seen = [dict(s, rank=PartialState().process_index) for s in RecordingTrainer.seen]
+    if torch.distributed.is_initialized():
+        gathered = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, seen)
+        seen = [s for rank_seen in gathered for s in rank_seen]
+    if PartialState().is_main_process:
+        result = {
+            "log_history": trainer.state.log_history,
+            "seen": seen,
+            "num_processes": PartialState().num_processes,
+            "deepspeed": trainer.is_deepspeed_enabled,
+        }
+        json.dump(result, open(os.path.join(args.output_dir, "run.json"), "w"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

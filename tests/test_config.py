@@ -1,0 +1,65 @@
+"""NPOConfig refuses bad settings before any model is loaded, naming the field and the fix."""
+
+import pytest
+
+from npo_trl import NPOConfig
+
+
+def make(tmp_path, **kwargs):
+    return NPOConfig(output_dir=str(tmp_path), report_to="none", **kwargs)
+
+
+def test_defaults_are_the_papers(tmp_path):
+    args = make(tmp_path)
+    assert (args.forget_loss, args.retain_loss, args.beta, args.learning_rate) == ("npo", None, 0.1, 1e-5)
+    assert args.needs_reference and not args.needs_replacement
+    assert args.bf16 is False  # no accelerator here: TRL's bf16 default would fail validation
+
+
+@pytest.mark.parametrize("beta", [0.0, -0.1])
+def test_beta_must_be_positive(tmp_path, beta):
+    with pytest.raises(ValueError, match=r"beta must be > 0.*forget_loss='ga'"):
+        make(tmp_path, beta=beta)
+
+
+@pytest.mark.parametrize("field, value", [("forget_loss", "npo_kl"), ("retain_loss", "l2"), ("nonfinite_loss", "ignore")])
+def test_unknown_loss_names(tmp_path, field, value):
+    with pytest.raises(ValueError, match=rf"{field}='{value}' is unknown: use"):
+        make(tmp_path, **{field: value})
+
+
+@pytest.mark.parametrize("field", ["forget_weight", "retain_weight"])
+def test_negative_weights(tmp_path, field):
+    with pytest.raises(ValueError, match=f"{field} must be >= 0"):
+        make(tmp_path, **{field: -1.0})
+
+
+def test_retain_loss_none_from_the_command_line(tmp_path):
+    assert make(tmp_path, retain_loss="None").retain_loss is None
+
+
+def test_dpo_only_options_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="loss_type, use_weighting and ld_alpha"):
+        make(tmp_path, loss_type="ipo")
+
+
+def test_empty_replacement_answers(tmp_path):
+    with pytest.raises(ValueError, match="replacement_answers holds no non-empty string"):
+        make(tmp_path, forget_loss="idk", replacement_answers=["", "  "])
+
+
+@pytest.mark.parametrize(
+    "forget_loss, retain_loss, reference",
+    [("npo", None, True), ("dpo", None, True), ("ga", "kl", True), ("ga", None, False), ("simnpo", "nll", False),
+     ("idk", "nll", False)],
+)
+def test_which_objectives_need_a_reference(tmp_path, forget_loss, retain_loss, reference):
+    assert make(tmp_path, forget_loss=forget_loss, retain_loss=retain_loss).needs_reference is reference
+
+
+def test_gloo_is_chosen_for_several_cpu_processes(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    args = NPOConfig.__new__(NPOConfig)  # only __post_init__'s CPU branch is under test: no process group here
+    monkeypatch.setattr("trl.DPOConfig.__post_init__", lambda self: None)
+    NPOConfig.__init__(args, output_dir=str(tmp_path), report_to="none")
+    assert args.ddp_backend == "gloo" and args.use_cpu
