@@ -98,6 +98,8 @@ class NPOTrainer(DPOTrainer):
             args = NPOConfig(f"{model_name.split('/')[-1]}-NPO")
         elif not isinstance(args, NPOConfig):
             raise ValueError(f"args must be an NPOConfig, got {type(args).__name__}: use NPOConfig(**args.to_dict()).")
+        if train_dataset is None or (isinstance(train_dataset, Dataset) and len(train_dataset) == 0):
+            raise ValueError("train_dataset, the forget set, is missing or empty: pass the rows to unlearn.")
         if args.retain_loss is not None and retain_dataset is None:
             raise ValueError(f"retain_loss={args.retain_loss!r} needs retain_dataset: pass the retain set.")
         if args.retain_loss is None and retain_dataset is not None:

@@ -288,3 +288,8 @@ def test_a_dataset_truncated_to_nothing_raises_after_the_counting_warning(tmp_pa
     data = Dataset.from_list([{"prompt": "Where does agent 1 live? " * 30, "completion": " Here."}])
     with pytest.warns(UserWarning, match="1 of 1"), pytest.raises(ValueError, match="No forget rows .* are left"):
         NPOTrainer(finetuned, args=config(tmp_path, max_length=16), train_dataset=data, processing_class=tokenizer)
+
+
+def test_an_empty_forget_set_is_refused(tmp_path, finetuned, tokenizer):
+    with pytest.raises(ValueError, match="train_dataset, the forget set, is missing or empty"):
+        NPOTrainer(finetuned, args=config(tmp_path), train_dataset=Dataset.from_list([]), processing_class=tokenizer)

@@ -20,7 +20,9 @@ from trl import TrlParser
 class RecordingTrainer(NPOTrainer):
     """Records which forget and retain rows each micro-batch trains on."""
 
-    seen = []
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen = []
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         step = self.state.global_step
@@ -44,9 +46,9 @@ def main():
     retain = Dataset.from_list(json.load(open(retain_path))) if args.retain_loss else None
     trainer = RecordingTrainer(model, args=args, train_dataset=forget, retain_dataset=retain,
                                processing_class=tokenizer)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model(os.path.join(args.output_dir, "final"))
-    seen = [dict(s, rank=PartialState().process_index) for s in RecordingTrainer.seen]
+    seen = [dict(s, rank=PartialState().process_index) for s in trainer.seen]
     if torch.distributed.is_initialized():
         gathered = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(gathered, seen)
