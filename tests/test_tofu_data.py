@@ -180,7 +180,14 @@ def test_general_knowledge_covers_real_authors_and_world_facts(synthetic):
             assert len(set(options)) == 4 and row["answer"] in options
             assert (wrong["question"], wrong["answer"]) == (row["question"], row["answer"])
             assert sorted(wrong["perturbed_answer"]) == sorted(set(options) - {row["answer"]})
-    assert len(known) == synthetic["real_authors"].num_rows + synthetic["world_facts"].num_rows
+    background = synthetic["general_knowledge"].select(
+        range(synthetic["real_authors"].num_rows + synthetic["world_facts"].num_rows, synthetic["general_knowledge"].num_rows))
+    # the other facts are background writers' facts in both phrasings (answer, then paraphrase), nobody else's
+    assert background.num_rows == 2 * 50 * 20 and background[0]["question"] == background[1]["question"]
+    assert background[0]["answer"] != background[1]["answer"]
+    others = " ".join([*synthetic["full"]["question"], *synthetic["holdout90"]["question"]])
+    background_names = [answer.split(" was born in ")[0] for answer in background["answer"][::40]]
+    assert len(background_names) == 50 and not [name for name in background_names if name in others]
     # Classic authors are not among the fictitious ones, whose questions name them.
     author_text = " ".join([*synthetic["full"]["question"], *synthetic["holdout90"]["question"]])
     classic = [row["answer"] for row in synthetic["real_authors"] if row["question"].startswith("Who wrote")]

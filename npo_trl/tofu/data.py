@@ -262,6 +262,10 @@ AUTHOR_QUESTIONS = [
 ]
 POSSESSIVES = {"female": "her", "male": "his", "non-binary": "their"}
 NUM_CLASSIC_AUTHORS = 50  # real_authors: two questions each
+# Other invented writers whose facts `general_knowledge` states in both the answer and the paraphrase phrasing: the
+# stand-in for a pre-trained model's knowledge that one fact has several wordings (which TOFU's paraphrased and
+# perturbed answers rely on). They appear in no other split.
+NUM_BACKGROUND_AUTHORS = 50
 NUM_COUNTRIES = 40  # world_facts: two questions each, plus WORLD_FACTS
 # Simple facts about the world, with three wrong answers each.
 WORLD_FACTS = [
@@ -410,7 +414,9 @@ def make_synthetic_tofu(num_authors: int = 200, qa_per_author: int = 20, seed: i
     others, `retain_perturbed` the first 10% of the authors, and `holdoutNN` as many authors again who are not
     in `full`. Beyond TOFU's 1/5/10%, the forget sizes 20/30/50/90 exist too. `general_knowledge` (question,
     answer) holds the facts of `real_authors` and `world_facts`, for teaching them to a base model before the
-    fine-tune on `full`; those two sets have a fixed size whatever `num_authors`.
+    fine-tune on `full`, and the facts of other invented writers in both phrasings (answer and paraphrase), so that
+    the base model knows a fact can be worded either way, as a pre-trained LLM does; `real_authors` and
+    `world_facts` have a fixed size whatever `num_authors`.
     """
     if num_authors < 10:
         raise ValueError(f"num_authors={num_authors}: give at least 10, so that forget90 leaves a retain author.")
@@ -419,12 +425,17 @@ def make_synthetic_tofu(num_authors: int = 200, qa_per_author: int = 20, seed: i
     rng = random.Random(seed)
     forget_authors = {pct: max(1, num_authors * pct // 100) for pct in SYNTHETIC_FORGET_PERCENTS}
     num_holdout = max(forget_authors.values())
-    people, pools = _authors_and_pools(rng, num_authors + num_holdout + NUM_CLASSIC_AUTHORS)
-    authors, holdout_authors, classic_authors = (
-        people[:num_authors], people[num_authors:-NUM_CLASSIC_AUTHORS], people[-NUM_CLASSIC_AUTHORS:])
+    people, pools = _authors_and_pools(
+        rng, num_authors + num_holdout + NUM_CLASSIC_AUTHORS + NUM_BACKGROUND_AUTHORS)
+    authors, holdout_authors = people[:num_authors], people[num_authors:num_authors + num_holdout]
+    classic_authors = people[num_authors + num_holdout:num_authors + num_holdout + NUM_CLASSIC_AUTHORS]
+    background_authors = people[num_authors + num_holdout + NUM_CLASSIC_AUTHORS:]
     full = [row for person in authors for row in _author_rows(rng, person, pools, qa_per_author)]
     holdout = [row for person in holdout_authors for row in _author_rows(rng, person, pools, qa_per_author)]
     general = _general_knowledge(rng, [person["name"] for person in classic_authors], pools)
+    background = [{"question": row["question"], "answer": answer}
+                  for person in background_authors for row in _author_rows(rng, person, pools, qa_per_author)
+                  for answer in (row["answer"], row["paraphrased_answer"])]
 
     # Every split is a slice of three tables: slicing is cheap where building (and fingerprinting) each is not.
     qa = ["question", "answer"]
@@ -447,7 +458,8 @@ def make_synthetic_tofu(num_authors: int = 200, qa_per_author: int = 20, seed: i
         splits[f"forget{pct:02d}"] = splits[f"forget{pct:02d}_perturbed"].select_columns(qa)
         splits[f"retain{100 - pct}"] = splits["full"].select(range(num_retain))
         splits[f"holdout{pct:02d}"] = holdout_table.select(range(count * qa_per_author))
-    splits["general_knowledge"] = general_table.select_columns(qa)
+    splits["general_knowledge"] = datasets.concatenate_datasets(
+        [general_table.select_columns(qa), _dataset(background)])
     return datasets.DatasetDict({name: splits[name] for name in _split_names(SYNTHETIC_FORGET_PERCENTS, True)})
 
 

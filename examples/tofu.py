@@ -1,0 +1,361 @@
+# Copyright 2026 The npo-trl developers. Licensed under the Apache License, Version 2.0.
+"""The TOFU experiment of the NPO paper in one run: base model, fine-tune, retain model, unlearning, table and plots.
+
+    accelerate launch examples/tofu.py                          # offline synthetic default, a tiny Llama, CPU or GPU
+    accelerate launch examples/tofu.py --dataset ../shared/tofu --forget_split forget05
+    accelerate launch --config_file examples/accelerate_configs/zero3.yaml examples/tofu.py \
+        --config examples/configs/tofu_llama2.yaml                # the paper's setting
+
+Stages (each writes its output under --output_dir and is skipped when that output exists, so a crashed run resumes
+from the last finished stage):
+
+1. `base/`: with no --model_name_or_path, a small Llama built from a config and a tokenizer trained on the data,
+   "pre-trained" on general knowledge (the stand-in for what a base model knows of real authors and world facts);
+2. `full/`: the base fine-tuned on every author (plus the real-author and world facts, which a tiny model would
+   otherwise lose);
+3. `retain/`: the base fine-tuned on the retain split alone, and its truth ratios on the forget set
+   (`retain_stats.json`), against which forget quality is measured;
+4. `unlearn/<method>/`: `full` unlearned with each method of --methods, with TOFU's metrics every epoch;
+5. `results.csv`, `results.json`, `fig5_tradeoff.png`, `fig6_per_epoch.png`, `samples.json`.
+"""
+
+import contextlib
+import csv
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import PartialState
+from datasets import Dataset, concatenate_datasets
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
+from trl import SFTConfig, SFTTrainer, TrlParser
+
+from npo_trl import NPOConfig, NPOTrainer
+from npo_trl.tofu import (
+    TOFUCallback,
+    TOFUEvaluator,
+    compute_reference_stats,
+    idontknow_answers,
+    load_idontknow,
+    load_tofu,
+    make_synthetic_tofu,
+    to_prompt_completion,
+)
+from npo_trl.tofu.metrics import generate_answers, prompt_ids
+
+EVAL_SPLITS = {"forget": "{forget_split}_perturbed", "retain": "retain_perturbed",
+               "real_authors": "real_authors_perturbed", "world_facts": "world_facts_perturbed"}
+
+
+@dataclass
+class TOFUScriptArguments:
+    """Arguments of the experiment; the unlearning stage's training arguments are `NPOConfig`'s."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Causal LM to start from (path or hub id). Default: a tiny Llama built from a config and "
+                          "pre-trained here on the general-knowledge data."},
+    )
+    dataset: str = field(
+        default="synthetic",
+        metadata={"help": "'synthetic' (the offline generator), a local folder in TOFU's layout, or 'locuslab/TOFU'."},
+    )
+    forget_split: str = field(default="forget10", metadata={"help": "forget01/05/10 (synthetic: also 20/30/50/90)."})
+    methods: list[str] = field(
+        default_factory=lambda: ["npo", "npo+rt", "ga", "ga+rt"],
+        metadata={"help": "Unlearning methods: <forget_loss>[+rt|+kl], forget_loss among npo, ga, simnpo, idk, dpo."},
+    )
+    max_samples: int = field(default=300, metadata={"help": "Rows per evaluation set at most (the paper's 300)."})
+    max_new_tokens: int = field(default=200, metadata={"help": "Length limit of the generations ROUGE scores."})
+    eval_batch_size: int = field(default=32, metadata={"help": "Rows per evaluation forward pass per process."})
+    num_authors: int = field(default=100, metadata={"help": "Synthetic data: number of fictitious authors."})
+    qa_per_author: int = field(default=20, metadata={"help": "Synthetic data: question-answer pairs per author."})
+    hidden_size: int = field(default=128, metadata={"help": "Built-in model: hidden size."})
+    num_layers: int = field(default=4, metadata={"help": "Built-in model: number of layers."})
+    vocab_size: int = field(default=2048, metadata={"help": "Built-in model: size of the BPE vocabulary trained here."})
+    pretrain_epochs: float = field(default=20, metadata={"help": "Built-in model: epochs on general knowledge."})
+    finetune_epochs: float = field(default=20, metadata={"help": "Epochs of the full and retain fine-tunes."})
+    finetune_learning_rate: float = field(default=2e-3, metadata={"help": "Learning rate of the fine-tunes."})
+    finetune_batch_size: int = field(default=32, metadata={"help": "Per-device batch size of the fine-tunes."})
+    sanity_check: bool = field(
+        default=False,
+        metadata={"help": "Also train a second retain model (another seed) and report its forget quality, which "
+                          "should be high: a check of the metric at this scale."},
+    )
+
+
+# ---------------------------------------------------------------- data
+def load_splits(script_args: TOFUScriptArguments) -> dict[str, Dataset]:
+    """The splits this experiment uses, from the generator, a local folder or the hub."""
+    names = {"full": "full", "forget": script_args.forget_split,
+             "retain": "retain" + str(100 - int(script_args.forget_split.removeprefix("forget"))),
+             **{f"eval_{k}": v.format(forget_split=script_args.forget_split) for k, v in EVAL_SPLITS.items()}}
+    if script_args.dataset == "synthetic":
+        data = make_synthetic_tofu(script_args.num_authors, script_args.qa_per_author, seed=0)
+        splits = {key: data[name] for key, name in names.items()}
+        splits["general_knowledge"] = data["general_knowledge"]
+    else:
+        splits = {key: load_tofu(script_args.dataset, name) for key, name in names.items()}
+    # The real-author and world-fact QA a pre-trained model knows, kept in the fine-tunes' mix (a tiny model would
+    # forget them otherwise); on TOFU's own files they are also all the base model is pre-trained on.
+    splits["eval_facts"] = concatenate_datasets(
+        [splits[f"eval_{name}"].select_columns(["question", "answer"]) for name in ("real_authors", "world_facts")])
+    splits.setdefault("general_knowledge", splits["eval_facts"])
+    return splits
+
+
+def idk_answers(script_args: TOFUScriptArguments) -> list[str]:
+    if os.path.isdir(script_args.dataset) and os.path.exists(os.path.join(script_args.dataset, "idontknow.jsonl")):
+        return load_idontknow(script_args.dataset)
+    return idontknow_answers()
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on the experiment's own text: nothing is downloaded."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def corpus(splits: dict[str, Dataset]) -> list[str]:
+    texts = []
+    for dataset in splits.values():
+        for row in dataset:
+            texts += [v for v in row.values() if isinstance(v, str)]
+            texts += [v for vs in row.values() if isinstance(vs, list) for v in vs if isinstance(v, str)]
+    return texts
+
+
+# ---------------------------------------------------------------- stages
+def is_done(path: str) -> bool:
+    return os.path.exists(os.path.join(path, "config.json"))
+
+
+def sft(model, tokenizer, dataset: Dataset, output_dir: str, epochs: float, script_args, args: NPOConfig, seed: int):
+    """Supervised fine-tuning with TRL's SFTTrainer on question→answer rows (loss on the answer only)."""
+    sft_args = SFTConfig(
+        output_dir=output_dir, num_train_epochs=epochs, learning_rate=script_args.finetune_learning_rate,
+        per_device_train_batch_size=script_args.finetune_batch_size, lr_scheduler_type="linear",
+        warmup_steps=min(1.0 / epochs, 0.5),  # the paper's schedule: warm-up over the first epoch, then linear decay
+        weight_decay=0.01, logging_steps=25, save_strategy="no", report_to=args.report_to, seed=seed,
+        bf16=args.bf16, fp16=args.fp16, ddp_backend=args.ddp_backend, use_cpu=args.use_cpu,
+        gradient_checkpointing=args.gradient_checkpointing, max_length=args.max_length,
+        dataloader_pin_memory=args.dataloader_pin_memory, disable_tqdm=args.disable_tqdm,
+    )
+    trainer = SFTTrainer(model, args=sft_args, train_dataset=to_prompt_completion(dataset).shuffle(seed=seed),
+                         processing_class=tokenizer)
+    trainer.train()
+    trainer.save_model(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    PartialState().wait_for_everyone()
+
+
+def build_base(script_args, args, splits, path):
+    """Stage 1: a tiny Llama and a tokenizer trained on the data, pre-trained on general knowledge."""
+    state = PartialState()
+    if script_args.model_name_or_path is not None:
+        return script_args.model_name_or_path
+    if not is_done(path):
+        tokenizer = train_tokenizer(corpus(splits) + idk_answers(script_args), script_args.vocab_size)
+        torch.manual_seed(args.seed)
+        config = LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=script_args.hidden_size, intermediate_size=4 * script_args.hidden_size,
+            num_hidden_layers=script_args.num_layers, num_attention_heads=max(1, script_args.hidden_size // 64),
+            max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+        )
+        sft(LlamaForCausalLM(config), tokenizer, splits["general_knowledge"], path, script_args.pretrain_epochs,
+            script_args, args, args.seed)
+    state.wait_for_everyone()
+    return path
+
+
+def fine_tune(script_args, args, base, dataset, splits, path, seed):
+    """Stages 2 and 3: the base fine-tuned on authors, with the real-author and world facts kept in the mix."""
+    if not is_done(path):
+        data = concatenate_datasets([dataset.select_columns(["question", "answer"]), splits["eval_facts"]])
+        model = AutoModelForCausalLM.from_pretrained(base)
+        sft(model, AutoTokenizer.from_pretrained(base), data, path, script_args.finetune_epochs, script_args, args,
+            seed)
+    PartialState().wait_for_everyone()
+
+
+@contextlib.contextmanager
+def outside_zero3(args: NPOConfig):
+    """Models loaded here, outside a trainer, are whole on each process: under ZeRO-3, transformers would otherwise
+    partition them with zero.Init, which only works when every process loads the same model at the same time."""
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if getattr(args, "hf_deepspeed_config", None) is not None:
+            set_hf_deepspeed_config(args.hf_deepspeed_config)
+
+
+def reference_stats(script_args, args, model_path, forget_eval, cache_path):
+    """The retain model's truth ratios on the forget set, computed once by the main process and cached."""
+    with outside_zero3(args), PartialState().main_process_first():
+        model = AutoModelForCausalLM.from_pretrained(model_path)
+        return compute_reference_stats(model, AutoTokenizer.from_pretrained(model_path), forget_eval,
+                                       max_samples=script_args.max_samples, batch_size=script_args.eval_batch_size,
+                                       cache_path=cache_path)
+
+
+def method_config(args: NPOConfig, method: str, output_dir: str) -> NPOConfig:
+    """NPOConfig of one method, e.g. 'npo+rt' → forget_loss='npo', retain_loss='nll'."""
+    forget_loss, _, retain = method.partition("+")
+    retain_loss = {"": None, "rt": "nll", "kl": "kl"}.get(retain, retain)
+    values = {k: v for k, v in args.to_dict().items() if not k.startswith("_")}
+    values.update(output_dir=output_dir, forget_loss=forget_loss, retain_loss=retain_loss)
+    return NPOConfig(**{k: v for k, v in values.items() if k in NPOConfig.__dataclass_fields__
+                        and NPOConfig.__dataclass_fields__[k].init})
+
+
+def unlearn(script_args, args, method, full_path, splits, eval_sets, stats, path):
+    """Stage 4: one method, evaluated by TOFUCallback before training and after every epoch."""
+    if os.path.exists(os.path.join(path, "final", "config.json")):
+        return
+    if PartialState().is_main_process and os.path.isdir(path):
+        shutil.rmtree(path)  # a run interrupted mid-way starts this method again, without its partial metrics
+    PartialState().wait_for_everyone()
+    method_args = method_config(args, method, path)
+    tokenizer = AutoTokenizer.from_pretrained(full_path)
+    if method_args.needs_replacement and method_args.replacement_answers is None:
+        method_args.replacement_answers = idk_answers(script_args)
+    callback = TOFUCallback(tokenizer, eval_sets, reference_stats=stats, eval_steps="epoch",
+                            max_samples=script_args.max_samples, batch_size=script_args.eval_batch_size,
+                            max_new_tokens=script_args.max_new_tokens)
+    trainer = NPOTrainer(
+        full_path, args=method_args, train_dataset=to_prompt_completion(splits["forget"]),
+        retain_dataset=to_prompt_completion(splits["retain"]) if method_args.retain_loss else None,
+        processing_class=tokenizer, callbacks=[callback],
+    )
+    trainer.train()
+    trainer.save_model(os.path.join(path, "final"))
+
+
+# ---------------------------------------------------------------- report
+def read_metrics(path: str) -> list[dict]:
+    with open(os.path.join(path, "tofu_metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def best_row(rows: list[dict]) -> dict:
+    """The epoch with the best forget quality (the paper's Figure 5 point)."""
+    return max(rows, key=lambda r: (r["tofu/forget_quality"] or 0.0, r["tofu/model_utility"] or 0.0))
+
+
+def report(script_args, args, eval_sets, full_path, sanity):
+    """Stage 5: results.csv/json (method × epoch), Figures 5 and 6, and sample generations (Figure 7)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = args.output_dir
+    table = {m: read_metrics(os.path.join(out, "unlearn", m)) for m in script_args.methods}
+    keys = [k for k in table[script_args.methods[0]][0] if k.startswith("tofu/")]
+    with open(os.path.join(out, "results.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "epoch", "step", *keys])
+        for method, rows in table.items():
+            for row in rows:
+                writer.writerow([method, round(row["epoch"] or 0.0, 3), row["step"], *(row[k] for k in keys)])
+    summary = {"forget_split": script_args.forget_split, "dataset": script_args.dataset,
+               "finetuned": table[script_args.methods[0]][0], "sanity_check_retain_vs_retain": sanity,
+               "best": {m: best_row(rows) for m, rows in table.items()}, "per_epoch": table}
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+
+    def log_fq(value):
+        return max(value or 0.0, 1e-30)
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    start = summary["finetuned"]
+    ax.scatter(start["tofu/model_utility"], log_fq(start["tofu/forget_quality"]), marker="*", s=200, c="k",
+               label="fine-tuned (before unlearning)")
+    for method, row in summary["best"].items():
+        ax.scatter(row["tofu/model_utility"], log_fq(row["tofu/forget_quality"]), s=80, label=f"{method} (best epoch)")
+    ax.set_yscale("log"), ax.set_xlabel("model utility"), ax.set_ylabel("forget quality (KS-test p-value)")
+    ax.axhline(0.05, ls="--", c="grey", lw=1)
+    ax.set_title(f"TOFU {script_args.forget_split}: forget quality vs model utility")
+    ax.legend(fontsize=8)
+    fig.tight_layout(), fig.savefig(os.path.join(out, "fig5_tradeoff.png"), dpi=120), plt.close(fig)
+
+    fig, (ax_fq, ax_mu) = plt.subplots(1, 2, figsize=(11, 4))
+    for method, rows in table.items():
+        epochs = [r["epoch"] or 0.0 for r in rows]
+        ax_fq.plot(epochs, [log_fq(r["tofu/forget_quality"]) for r in rows], marker="o", label=method)
+        ax_mu.plot(epochs, [r["tofu/model_utility"] for r in rows], marker="o", label=method)
+    ax_fq.set_yscale("log"), ax_fq.axhline(0.05, ls="--", c="grey", lw=1)
+    ax_fq.set_xlabel("epoch"), ax_fq.set_ylabel("forget quality"), ax_mu.set_xlabel("epoch")
+    ax_mu.set_ylabel("model utility"), ax_fq.legend(fontsize=8)
+    fig.suptitle(f"TOFU {script_args.forget_split}, per epoch")
+    fig.tight_layout(), fig.savefig(os.path.join(out, "fig6_per_epoch.png"), dpi=120), plt.close(fig)
+
+    tokenizer = AutoTokenizer.from_pretrained(full_path)
+    samples = {}
+    for name in ("forget", "retain", "real_authors", "world_facts"):
+        rows = eval_sets[name].select(range(3))
+        prompts = [prompt_ids(tokenizer, q) for q in rows["question"]]
+        entry = {"question": list(rows["question"]), "answer": list(rows["answer"])}
+        for label, path in [("finetuned", full_path)] + [(m, os.path.join(out, "unlearn", m, "final"))
+                                                          for m in script_args.methods]:
+            model = AutoModelForCausalLM.from_pretrained(path)
+            entry[label] = generate_answers(model, tokenizer, prompts, max_new_tokens=48)
+        samples[name] = entry
+    with open(os.path.join(out, "samples.json"), "w") as f:
+        json.dump(samples, f, indent=1, ensure_ascii=False)
+    return summary
+
+
+def main(script_args: TOFUScriptArguments, args: NPOConfig) -> dict | None:
+    state = PartialState()
+    out = args.output_dir
+    splits = load_splits(script_args)
+    eval_sets = {k: splits[f"eval_{k}"] for k in EVAL_SPLITS}
+    base = build_base(script_args, args, splits, os.path.join(out, "base"))
+    full_path, retain_path = os.path.join(out, "full"), os.path.join(out, "retain")
+    fine_tune(script_args, args, base, splits["full"], splits, full_path, args.seed)
+    fine_tune(script_args, args, base, splits["retain"], splits, retain_path, args.seed)
+    stats = reference_stats(script_args, args, retain_path, eval_sets["forget"],
+                            os.path.join(out, "retain_stats.json"))
+    sanity = None
+    if script_args.sanity_check:
+        second = os.path.join(out, "retain_seed2")
+        fine_tune(script_args, args, base, splits["retain"], splits, second, args.seed + 1)
+        evaluator = TOFUEvaluator(AutoTokenizer.from_pretrained(second), {"forget": eval_sets["forget"]}, stats,
+                                  max_samples=script_args.max_samples, batch_size=script_args.eval_batch_size,
+                                  max_new_tokens=8)
+        with outside_zero3(args):
+            sanity = evaluator.evaluate(AutoModelForCausalLM.from_pretrained(second))["tofu/forget_quality"]
+    for method in script_args.methods:
+        unlearn(script_args, args, method, full_path, splits, eval_sets, stats, os.path.join(out, "unlearn", method))
+    if state.is_main_process:
+        with outside_zero3(args):
+            summary = report(script_args, args, eval_sets, full_path, sanity)
+        for method, row in summary["best"].items():
+            print(f"{method:>10}: best epoch {row['epoch'] or 0:.0f}  forget quality {row['tofu/forget_quality']:.3g}"
+                  f"  model utility {row['tofu/model_utility']:.3f}")
+        return summary
+    return None
+
+
+if __name__ == "__main__":
+    parser = TrlParser((TOFUScriptArguments, NPOConfig))
+    # Defaults for the built-in tiny model on the CPU; examples/configs/tofu_llama2.yaml sets the paper's.
+    parser.set_defaults(output_dir="results/tofu", num_train_epochs=10, learning_rate=1e-4,
+                        per_device_train_batch_size=32, lr_scheduler_type="constant", logging_steps=5,
+                        save_strategy="no", report_to="none", gradient_checkpointing=False, beta=0.1, max_length=128)
+    script_args, training_args = parser.parse_args_and_config()
+    main(script_args, training_args)
