@@ -354,7 +354,7 @@ def main(script_args: TOFUScriptArguments, args: NPOConfig) -> dict | None:
 if __name__ == "__main__":
     parser = TrlParser((TOFUScriptArguments, NPOConfig))
     # Defaults for the built-in tiny model on the CPU; examples/configs/tofu_llama2.yaml sets the paper's.
-    parser.set_defaults(output_dir="results/tofu", num_train_epochs=10, learning_rate=1e-4,
+    parser.set_defaults(output_dir="results/tofu", num_train_epochs=10, learning_rate=3e-4,
                         per_device_train_batch_size=32, lr_scheduler_type="constant", logging_steps=5,
                         save_strategy="no", report_to="none", gradient_checkpointing=False, beta=0.1, max_length=128)
     script_args, training_args = parser.parse_args_and_config()
