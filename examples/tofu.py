@@ -38,7 +38,6 @@ from trl import SFTConfig, SFTTrainer, TrlParser
 from npo_trl import NPOConfig, NPOTrainer
 from npo_trl.tofu import (
     TOFUCallback,
-    TOFUEvaluator,
     compute_reference_stats,
     idontknow_answers,
     load_idontknow,
@@ -46,7 +45,7 @@ from npo_trl.tofu import (
     make_synthetic_tofu,
     to_prompt_completion,
 )
-from npo_trl.tofu.metrics import generate_answers, prompt_ids
+from npo_trl.tofu.metrics import forget_quality, generate_answers, prompt_ids
 
 EVAL_SPLITS = {"forget": "{forget_split}_perturbed", "retain": "retain_perturbed",
                "real_authors": "real_authors_perturbed", "world_facts": "world_facts_perturbed"}
@@ -338,14 +337,12 @@ def main(script_args: TOFUScriptArguments, args: NPOConfig) -> dict | None:
     stats = reference_stats(script_args, args, retain_path, eval_sets["forget"],
                             os.path.join(out, "retain_stats.json"))
     sanity = None
-    if script_args.sanity_check:
+    if script_args.sanity_check:  # a second retain model's truth ratios against the first's: forget quality ≈ 1?
         second = os.path.join(out, "retain_seed2")
         fine_tune(script_args, args, base, splits["retain"], splits, second, args.seed + 1)
-        evaluator = TOFUEvaluator(AutoTokenizer.from_pretrained(second), {"forget": eval_sets["forget"]}, stats,
-                                  max_samples=script_args.max_samples, batch_size=script_args.eval_batch_size,
-                                  max_new_tokens=8)
-        with outside_zero3(args):
-            sanity = evaluator.evaluate(AutoModelForCausalLM.from_pretrained(second))["tofu/forget_quality"]
+        second_stats = reference_stats(script_args, args, second, eval_sets["forget"],
+                                       os.path.join(out, "retain_seed2_stats.json"))
+        sanity = forget_quality(second_stats["truth_ratios"], stats["truth_ratios"])
     for method in script_args.methods:
         unlearn(script_args, args, method, full_path, splits, eval_sets, stats, os.path.join(out, "unlearn", method))
     if state.is_main_process:
