@@ -79,7 +79,7 @@ class Sizes:
     # evaluation (TOFUCallback)
     eval_rows: int = 300  # rows of each of the four sets at most (TOFU's real_authors/world_facts have ~100)
     eval_batch_size: int = 0  # 0: the example's default
-    eval_max_new_tokens: int = 200
+    eval_max_new_tokens: int = 0  # 0: the example's default (48 on its synthetic data, whose answers are short)
     eval_authors: int = 200  # synthetic authors: 200 × 20 QA make forget10 400 rows, like TOFU's
     eval_epochs: float = 1  # unlearning epochs run (the share is extrapolated to the example's default)
     eval_pretrain_epochs: float = 1  # short stages 1-3 of the example: the models only need to answer briefly
@@ -497,8 +497,10 @@ def tofu_child(sizes: Sizes, workdir: str, epochs: float) -> dict:
     apply_threads(sizes)
     from npo_trl import NPOTrainer
     from npo_trl.tofu import callback as tofu_callback
-
     from npo_trl.tofu import metrics as tofu_metrics
+
+    originals = {name: getattr(tofu_metrics, name) for name in
+                 ("sequence_logps", "candidate_logps", "generate_answers", "reference_kl")}
 
     record = {"evaluations": [], "stages": []}
     evaluate, init, train = tofu_callback.TOFUCallback.evaluate, NPOTrainer.__init__, NPOTrainer.train
@@ -516,14 +518,17 @@ def tofu_child(sizes: Sizes, workdir: str, epochs: float) -> dict:
             return out
         return wrapper
 
-    for name, attr in (("score", "sequence_logps"), ("generate", "generate_answers"), ("kl", "reference_kl")):
+    for name, attr in (("score", "sequence_logps"), ("score", "candidate_logps"), ("generate", "generate_answers"),
+                       ("kl", "reference_kl")):
         if hasattr(tofu_metrics, attr):
             setattr(tofu_metrics, attr, timed_part(name, getattr(tofu_metrics, attr)))
+    captured = {}
 
     def timed_evaluate(self):
         state = self.trainer.state
         cached = self._training and self._last is not None and self._last[0] == state.global_step
         parts.clear()
+        captured.update(evaluator=self.evaluator, has_ref=self._reference_model() is not None)
         start = time.perf_counter()
         metrics = evaluate(self)
         if not cached:
@@ -546,7 +551,10 @@ def tofu_child(sizes: Sizes, workdir: str, epochs: float) -> dict:
         start = time.perf_counter()
         out = train(self, *args, **kwargs)
         end = time.perf_counter()
+        rows = self.train_dataset
+        train_tokens = sum(len(p) + len(c) for p, c in zip(rows["prompt_ids"], rows["completion_ids"], strict=True))
         record["stages"].append({"seconds": end - self._benchmark_start, "build_seconds": self._benchmark_built,
+                                 "train_tokens_per_epoch": train_tokens, "live_reference": self.ref_model is not None,
                                  "train_seconds": end - start, "steps": self.state.global_step,
                                  "epochs": self.state.epoch, "batch_size": self.args.per_device_train_batch_size,
                                  "forget_loss": self.args.forget_loss, "retain_loss": self.args.retain_loss})
@@ -557,8 +565,9 @@ def tofu_child(sizes: Sizes, workdir: str, epochs: float) -> dict:
     argv = [EXAMPLE, "--output_dir", os.path.join(workdir, "tofu"), "--methods", "npo",
             "--num_train_epochs", str(epochs), "--num_authors", str(sizes.eval_authors),
             "--pretrain_epochs", str(sizes.eval_pretrain_epochs), "--finetune_epochs", str(sizes.eval_finetune_epochs),
-            "--max_samples", str(sizes.eval_rows), "--max_new_tokens", str(sizes.eval_max_new_tokens),
-            "--logging_steps", "1000000", "--disable_tqdm", "true"]
+            "--max_samples", str(sizes.eval_rows), "--logging_steps", "1000000", "--disable_tqdm", "true"]
+    if sizes.eval_max_new_tokens:
+        argv += ["--max_new_tokens", str(sizes.eval_max_new_tokens)]
     if sizes.eval_batch_size:
         argv += ["--eval_batch_size", str(sizes.eval_batch_size)]
     if sizes.eval_tiny_model:
@@ -570,7 +579,67 @@ def tofu_child(sizes: Sizes, workdir: str, epochs: float) -> dict:
     finally:
         sys.argv = saved
     record["argv"] = " ".join(argv[1:]).replace(workdir, "<tmp>")
+    for name, function in originals.items():  # the profile below sees the library's own functions
+        setattr(tofu_metrics, name, function)
+    record["work"] = evaluation_work(captured["evaluator"], captured["has_ref"])
+    record["eval_profile"] = profile_evaluation(captured["evaluator"], os.path.join(workdir, "tofu", "unlearn", "npo",
+                                                                                     "final"))
     return record
+
+
+def evaluation_work(evaluator, with_kl: bool) -> dict:
+    """Tokens one evaluation must run through the model at the least: each question once and every candidate answer
+    (what `candidate_logps` runs), the forget KL's two passes over the answers (model and reference), and, for ROUGE,
+    each prompt and at least as many greedy tokens as the reference answer has."""
+    from npo_trl.tofu.metrics import shared_prefix_length
+
+    scored = generated = kl = 0
+    for eval_set in evaluator.sets.values():
+        for prompt, pairs in zip(eval_set.prompts, eval_set.candidates, strict=True):
+            cached = shared_prefix_length([p for p, _ in pairs]) - 1
+            scored += cached + sum(len(p) - cached + len(c) for p, c in pairs)
+            generated += len(prompt) + len(pairs[0][1])
+            if with_kl and eval_set.name == "forget":
+                kl += 2 * (len(pairs[0][0]) + len(pairs[0][1]))
+    return {"scored": scored, "generated": generated, "kl": kl}
+
+
+def profile_evaluation(evaluator, model_path: str, top: int = 12) -> dict:
+    """torch.profiler over one TOFUCallback evaluation of the unlearned model (its metrics code, one process), after
+    one unprofiled evaluation as warm-up: self CPU time of the longest ops, and the time in each of its passes."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+    from transformers import AutoModelForCausalLM
+
+    from npo_trl.tofu import metrics as tofu_metrics
+
+    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    evaluator.evaluate(model)
+    labelled = {"candidate_logps": "score", "sequence_logps": "score", "generate_answers": "generate"}
+    saved = {name: getattr(tofu_metrics, name) for name in labelled}
+
+    def label(name, function):
+        def wrapper(*args, **kwargs):
+            with record_function(f"eval:{labelled[name]}"):
+                return function(*args, **kwargs)
+        return wrapper
+
+    for name, function in saved.items():
+        setattr(tofu_metrics, name, label(name, function))
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
+            evaluator.evaluate(model)
+            seconds = time.perf_counter() - start
+    finally:
+        for name, function in saved.items():
+            setattr(tofu_metrics, name, function)
+    events = prof.key_averages()
+    ops = sorted((e for e in events if not e.key.startswith("eval:")), key=lambda e: -e.self_cpu_time_total)
+    return {"seconds": seconds,
+            "parts_ms": {e.key[5:]: e.cpu_time_total / 1e3 for e in events if e.key.startswith("eval:")},
+            "ops_ms": {e.key: e.self_cpu_time_total / 1e3 for e in ops[:top]},
+            "calls": {e.key: e.count for e in ops[:top]},
+            "total_ms": sum(e.self_cpu_time_total for e in events if not e.key.startswith("eval:")) / 1e3}
 
 
 def measure_evaluation(sizes: Sizes, workdir: str, log=print) -> dict:
@@ -611,6 +680,14 @@ def measure_evaluation(sizes: Sizes, workdir: str, log=print) -> dict:
     ratio_needed = EVAL_SHARE_TARGET / (1 - EVAL_SHARE_TARGET)
     allowed = ratio_needed * (stage["build_seconds"] + default_epochs * t_epoch) / n_evals
     record.update(share_without_generation=floor, allowed_evaluation=allowed)
+    # The least work: an evaluation's tokens (`evaluation_work`) against an epoch's, at the same cost per token-pass
+    # (a backward ≈ 2 forwards; a live reference 1 more forward; NPO+RT as many retain tokens again, 3 passes each).
+    work, tokens = record["work"], stage["train_tokens_per_epoch"]
+    eval_work = work["scored"] + work["generated"] + work["kl"]
+    epoch_work = (4 if stage["live_reference"] else 3) * tokens
+    record.update(eval_work=eval_work, epoch_work=epoch_work, work_share={
+        method: n_evals * eval_work / (n_evals * eval_work + default_epochs * w)
+        for method, w in (("npo", epoch_work), ("npo+rt", epoch_work + 3 * tokens))})
     record.update(status="ok", one_evaluation=t_eval, train_epoch=t_epoch, share_run=share_run, share=share,
                   default_epochs=default_epochs, steps_per_epoch=steps_per_epoch)
     record.update(_epochs_per_evaluation(record))
@@ -669,7 +746,34 @@ def evaluation_markdown(ev: dict) -> list[str]:
         f"({t_eval / allowed:.{0 if t_eval >= 10 * allowed else 1}f}× less than measured) |",
         f"| evaluating every k epochs meets {EVAL_SHARE_TARGET:.0%} from k = | {ev['epochs_per_evaluation']} "
         f"({ev['epochs_per_evaluation_without_generation']} if generation cost nothing) |",
+    ] + _work_markdown(ev) + _eval_profile_markdown(ev.get("eval_profile"))
+
+
+def _work_markdown(ev: dict) -> list[str]:
+    if "work" not in ev:
+        return []
+    work, share = ev["work"], ev["work_share"]
+    return [
+        f"| token-passes one evaluation needs at the least: each question once + every candidate answer / forget KL "
+        f"(model and reference) / prompts + as many greedy tokens as the answers have | {work['scored']} / "
+        f"{work['kl']} / {work['generated']} = {ev['eval_work']} |",
+        f"| token-passes of one training epoch (forget tokens × 4: forward, backward ≈ 2, reference forward) | "
+        f"{ev['epoch_work']} (evaluation / epoch = {ev['eval_work'] / ev['epoch_work']:.1f}) |",
+        f"| **the least share**, if evaluation and training cost the same per token-pass and nothing else: NPO / "
+        f"NPO+RT (+3 passes over as many retain tokens) | **{share['npo']:.0%} / {share['npo+rt']:.0%}** |",
     ]
+
+
+def _eval_profile_markdown(prof: dict | None) -> list[str]:
+    if not prof:
+        return []
+    parts = ", ".join(f"{name} {ms / 1e3:.2f} s" for name, ms in prof["parts_ms"].items())
+    lines = ["", f"torch.profiler over one evaluation of the unlearned model (after a warm-up evaluation; "
+                 f"{prof['seconds']:.2f} s under the profiler; {parts}, the rest metrics and bookkeeping). Self CPU "
+                 "time of the longest ops:", "", "| op | ms | calls |", "|---|---:|---:|"]
+    lines += [f"| `{name}` | {ms:.1f} | {prof['calls'][name]} |" for name, ms in prof["ops_ms"].items()]
+    lines.append(f"| all ops | {prof['total_ms']:.1f} | |")
+    return lines
 
 
 def machine_info() -> dict:

@@ -363,3 +363,4 @@ if __name__ == "__main__":
                         save_strategy="no", report_to="none", gradient_checkpointing=False, beta=0.1, max_length=128)
     script_args, training_args = parser.parse_args_and_config()
     main(script_args, training_args)
+    PartialState().destroy_process_group()  # a clean exit under accelerate launch (torch warns otherwise)

@@ -69,13 +69,22 @@ def test_render_markdown_marks_missing_measurements(step_cost):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "examples", "tofu.py")), reason="examples/tofu.py is absent")
 def test_evaluation_share_of_the_tofu_example(tmp_path, step_cost):
-    """The evaluation part runs examples/tofu.py (toy sizes) in a subprocess and times TOFUCallback inside it."""
+    """The evaluation part runs examples/tofu.py (toy sizes) in a subprocess, times TOFUCallback inside it, counts
+    the least work of an evaluation and of an epoch, and profiles one evaluation of the unlearned model."""
     ev = step_cost.measure_evaluation(step_cost.TINY, str(tmp_path), log=lambda *a: None)
     assert ev["status"] == "ok", ev.get("reason", "") + "\n" + ev.get("stderr", "")
     assert len(ev["evaluations"]) == 2  # before training and after the one epoch
     for key in ("one_evaluation", "train_epoch", "share", "share_run", "share_without_generation"):
         assert math.isfinite(ev[key]) and ev[key] > 0, key
     assert 0 < ev["share"] < 1 and 0 < ev["share_without_generation"] <= ev["share"] + 1e-9
-    assert any("evaluation share" in line for line in step_cost.evaluation_markdown(ev))
+    # The scoring ran through the timed functions, and the toy data's questions are shared by their candidates.
+    assert all(e["parts"]["score"] > 0 and e["parts"]["generate"] > 0 for e in ev["evaluations"])
+    work = ev["work"]
+    assert work["scored"] > 0 and work["generated"] > 0 and work["kl"] > 0  # NPO has a live reference: KL is scored
+    assert ev["epoch_work"] == 4 * ev["stages"][-1]["train_tokens_per_epoch"]
+    assert 0 < ev["work_share"]["npo+rt"] < ev["work_share"]["npo"] < 1
+    prof = ev["eval_profile"]
+    assert set(prof["parts_ms"]) == {"score", "generate"} and prof["ops_ms"] and prof["total_ms"] > 0
+    text = "\n".join(step_cost.evaluation_markdown(ev))
+    assert "evaluation share" in text and "the least share" in text and "torch.profiler over one evaluation" in text

@@ -14,6 +14,7 @@ from npo_trl.tofu.metrics import (
     METRICS,
     TOFUEvalSet,
     TOFUEvaluator,
+    candidate_logps,
     compute_reference_stats,
     forget_quality,
     generate_answers,
@@ -165,6 +166,33 @@ def test_sequence_logps_match_a_direct_per_example_computation(tokenizer):
         targets = range(len(prompt), len(prompt) + len(completion))
         direct.append(sum(logprobs[t - 1, (prompt + completion)[t]].item() for t in targets) / len(completion))
     torch.testing.assert_close(batched, torch.tensor(direct), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("prompt_format", ["plain", "chat"])
+def test_candidate_logps_run_each_question_once_for_the_values_of_sequence_logps(tokenizer, chat_tokenizer,
+                                                                                   prompt_format):
+    tok = chat_tokenizer if prompt_format == "chat" else tokenizer
+    model = tiny_llama(len(tok), seed=4).eval()
+    rows = [("Where does agent 1 live?", ["Agent 1 lives in Amberley.", "Amberley.", "Perhaps in Corrow, or not."]),
+            ("Hi?", ["No.", "Agent 3 likes teal.", "Yes"]),
+            ("What colour does agent 12 like, and why?", ["Teal.", "Agent 12 likes teal.", "Rust, I think."])]
+    pairs = [tokenize_qa(tok, q, a, prompt_format) for q, answers in rows for a in answers]
+    shared = candidate_logps(model, *zip(*pairs), 3, tok.pad_token_id)
+    direct = sequence_logps(model, *zip(*pairs), tok.pad_token_id).view(3, 3)
+    torch.testing.assert_close(shared, direct, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="share a prompt of >= 2 tokens"):
+        candidate_logps(model, [[1], [1]], [[5, 6], [7]], 2, tok.pad_token_id)
+
+
+def test_score_eval_set_gives_the_same_scores_with_or_without_sharing_and_in_any_batch_size(finetuned, tokenizer):
+    eval_set = TOFUEvalSet("forget", toy_eval_sets()["forget"], tokenizer)
+    assert eval_set.shares_prompt  # TOFU's candidates share their question: the cheaper path is the one taken
+    reference = score_eval_set(finetuned, tokenizer, eval_set, batch_size=1, max_new_tokens=12)
+    for batch_size, share in [(3, True), (100, True), (3, False)]:
+        eval_set.shares_prompt = share
+        scores = score_eval_set(finetuned, tokenizer, eval_set, batch_size=batch_size, max_new_tokens=12)
+        for key in ("answer_logps", "correct_logps", "perturbed_logps", "rouge"):
+            np.testing.assert_allclose(scores[key], reference[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
 def test_reference_kl_is_zero_against_itself_and_positive_against_another_model(tokenizer):

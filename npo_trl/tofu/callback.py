@@ -68,7 +68,8 @@ class TOFUCallback(TrainerCallback):
         max_samples (`int`, *optional*, defaults to `300`):
             Rows scored per set at most (the paper's 300), a fixed subset drawn with `seed`.
         batch_size (`int`, *optional*, defaults to `8`):
-            Rows per forward pass per process (each pass scores all candidate answers of its rows).
+            Rows per forward pass per process (each pass scores all candidate answers of its rows; generation
+            takes that many sequences per batch).
         max_new_tokens (`int`, *optional*, defaults to `200`):
             Length limit of the greedy answers ROUGE scores.
         prompt_format (`str`, *optional*, defaults to `"plain"`):

@@ -232,6 +232,63 @@ def sequence_logps(model, prompts: Sequence[list[int]], completions: Sequence[li
     return (token_logps * mask).sum(1) / mask.sum(1)
 
 
+def _completion_logps(logits, input_ids, completion_mask) -> torch.Tensor:
+    """Mean log π(token | prefix) over the completion tokens of each row; log-softmax taken at those positions only."""
+    mask = completion_mask[:, 1:].bool()
+    selected = logits[:, :-1][mask].float()  # (completion tokens, vocab)
+    targets = input_ids[:, 1:][mask]
+    token_logps = selected.gather(-1, targets[:, None]).squeeze(-1) - selected.logsumexp(-1)
+    rows = torch.arange(len(input_ids), device=input_ids.device)[:, None].expand_as(mask)[mask]
+    sums = torch.zeros(len(input_ids), device=input_ids.device).index_add_(0, rows, token_logps)
+    return sums / mask.sum(1)
+
+
+def shared_prefix_length(prompts: Sequence[list[int]]) -> int:
+    """How many leading tokens all `prompts` have in common."""
+    length = min(len(p) for p in prompts)
+    for i in range(length):
+        if any(p[i] != prompts[0][i] for p in prompts):
+            return i
+    return length
+
+
+def can_share_prefix(model) -> bool:
+    """Whether `candidate_logps` may run the shared prompt once: not with prompt-learning PEFT (virtual tokens)."""
+    peft_config = getattr(model, "active_peft_config", None)
+    return not getattr(peft_config, "is_prompt_learning", False)
+
+
+@torch.no_grad()
+def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[list[int]], num_candidates: int,
+                    pad_token_id: int, device=None) -> torch.Tensor:
+    """`sequence_logps` of rows that each hold `num_candidates` consecutive (prompt, completion) pairs with a common
+    question (TOFU scores an answer, its paraphrase and its perturbations), shape (rows, num_candidates).
+
+    Each row's shared prompt, all but its last token, runs once; its key-value cache is repeated for the candidates,
+    which then run from that last token on. The values are `sequence_logps`' up to float rounding, for about half of
+    the work on TOFU (the question is scored once instead of 7 times). Every row needs a shared prompt of >= 2 tokens.
+    """
+    device = device or _device(model)
+    k = num_candidates
+    groups = [prompts[i:i + k] for i in range(0, len(prompts), k)]
+    shared = [shared_prefix_length(group) - 1 for group in groups]  # the cached part of each row's prompt
+    if min(shared) < 1:
+        raise ValueError("candidate_logps needs every row's candidates to share a prompt of >= 2 tokens.")
+    prefix = _collate([g[0][:n] for g, n in zip(groups, shared)], [[]] * len(groups), pad_token_id, device)
+    supports_keep = getattr(model, "_supports_logits_to_keep", lambda: False)()
+    cache = model(input_ids=prefix["input_ids"], attention_mask=prefix["attention_mask"], use_cache=True,
+                  position_ids=torch.arange(prefix["input_ids"].size(1), device=device).expand_as(prefix["input_ids"]),
+                  **({"logits_to_keep": 1} if supports_keep else {})).past_key_values
+    cache.batch_repeat_interleave(k)
+    offsets = [n for n in shared for _ in range(k)]
+    rest = _collate([p[n:] for p, n in zip(prompts, offsets)], completions, pad_token_id, device)
+    positions = torch.tensor(offsets, device=device)[:, None] + torch.arange(rest["input_ids"].size(1), device=device)
+    logits = model(input_ids=rest["input_ids"], use_cache=True, past_key_values=cache, position_ids=positions,
+                   attention_mask=torch.cat([prefix["attention_mask"].repeat_interleave(k, 0),
+                                             rest["attention_mask"]], dim=1)).logits
+    return _completion_logps(logits, rest["input_ids"], rest["completion_mask"]).view(-1, k)
+
+
 @torch.no_grad()
 def reference_kl(model, ref_model, prompts: Sequence[list[int]], completions: Sequence[list[int]],
                  pad_token_id: int, device=None) -> torch.Tensor:
@@ -283,6 +340,9 @@ class TOFUEvalSet:
             [tokenize_qa(processing_class, row["question"], text, *formatting) for text in self._texts(row)]
             for row in self.rows
         ]
+        # candidate_logps can run each question once when every row's candidates share >= 2 prompt tokens
+        self.lengths = [max(len(p) + len(c) for p, c in pairs) for pairs in self.candidates]
+        self.shares_prompt = min(shared_prefix_length([p for p, _ in c]) for c in self.candidates) >= 2
         fields = [[row["question"], *self._texts(row)] for row in self.rows]
         self.fingerprint = hashlib.sha256(json.dumps([formatting, fields]).encode()).hexdigest()
 
@@ -316,21 +376,33 @@ def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, *, ref_model=
     device = accelerator.device if accelerator is not None else _device(model)
     indices = _shard(len(eval_set), accelerator)
     num_candidates = len(eval_set.candidates[0])
-    columns = []  # per batch: (rows, num_candidates + rouge + kl)
-    for start in range(0, len(indices), batch_size):
-        rows = indices[start:start + batch_size]
+    share_prompt = eval_set.shares_prompt and can_share_prefix(model)  # decided per set: ZeRO-3 ranks must agree
+    # Rows in order of length, so that a batch pads little; `columns` goes back to shard order below.
+    order = sorted(range(len(indices)), key=lambda j: (eval_set.lengths[indices[j]], j))
+
+    def batches(size):
+        for start in range(0, len(order), size):
+            yield [indices[j] for j in order[start:start + size]]
+
+    logps, rouge, kl = [], [], []
+    for rows in batches(batch_size):
         pairs = [pair for i in rows for pair in eval_set.candidates[i]]  # every candidate of the batch, stacked
-        logps = sequence_logps(model, *zip(*pairs), pad_token_id, device).view(len(rows), num_candidates)
-        rouge = torch.full((len(rows),), float("nan"), device=device)
-        if generate:
+        if share_prompt:
+            logps.append(candidate_logps(model, *zip(*pairs), num_candidates, pad_token_id, device))
+        else:
+            logps.append(sequence_logps(model, *zip(*pairs), pad_token_id, device).view(len(rows), num_candidates))
+        if ref_model is not None:
+            kl.append(reference_kl(model, ref_model, *zip(*[eval_set.candidates[i][0] for i in rows]), pad_token_id,
+                                   device))
+    if generate:  # one sequence per row: as many rows per batch as a scoring pass has sequences
+        for rows in batches(batch_size * num_candidates):
             answers = generate_answers(model, processing_class, [eval_set.prompts[i] for i in rows], max_new_tokens,
                                        synced_gpus, device)
-            rouge = torch.tensor(rouge_l_recall(answers, [eval_set.answers[i] for i in rows]), device=device)
-        kl = torch.full((len(rows),), float("nan"), device=device)
-        if ref_model is not None:
-            kl = reference_kl(model, ref_model, *zip(*[eval_set.candidates[i][0] for i in rows]), pad_token_id, device)
-        columns.append(torch.cat([logps.double(), rouge.double()[:, None], kl.double()[:, None]], dim=1))
-    table = torch.cat(columns)
+            rouge.append(torch.tensor(rouge_l_recall(answers, [eval_set.answers[i] for i in rows]), device=device))
+    nan = torch.full((len(indices),), float("nan"), device=device)
+    columns = torch.cat([torch.cat(logps).double(), (torch.cat(rouge) if rouge else nan).double()[:, None],
+                         (torch.cat(kl) if kl else nan).double()[:, None]], dim=1)
+    table = columns[torch.argsort(torch.tensor(order, device=device))]  # back to shard order
     if accelerator is not None:
         table = accelerator.gather(table)
     table = table[:len(eval_set)].cpu().numpy()
@@ -384,7 +456,8 @@ class TOFUEvaluator:
             Seed of that subset; `None` takes the first rows, as TOFU's code does.
         batch_size (`int`, *optional*, defaults to `8`):
             Rows per forward pass per process; each pass scores all of their candidate answers
-            (`batch_size × (2 + 5)` sequences on the forget set).
+            (`batch_size × (2 + 5)` sequences on the forget set), running each question once. Greedy generation
+            takes as many rows per batch as a pass has sequences (`batch_size × 7` on the forget set).
         max_new_tokens (`int`, *optional*, defaults to `200`):
             Length limit of the greedy answers that ROUGE scores.
         prompt_format (`str`, *optional*, defaults to `"plain"`):

@@ -51,6 +51,7 @@ def main(model_dir, sets_path, output_dir, batch_size):
         }
         with open(os.path.join(output_dir, "result.json"), "w") as f:
             json.dump(result, f)
+    trainer.accelerator.state.destroy_process_group()  # gloo's threads otherwise may abort the interpreter's exit
 
 
 if __name__ == "__main__":

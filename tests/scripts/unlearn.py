@@ -61,6 +61,7 @@ def main():
             "deepspeed": trainer.is_deepspeed_enabled,
         }
         json.dump(result, open(os.path.join(args.output_dir, "run.json"), "w"))
+    PartialState().destroy_process_group()  # gloo's threads otherwise may abort the interpreter's exit
 
 
 if __name__ == "__main__":
