@@ -77,6 +77,12 @@ class TOFUScriptArguments:
                           "time once unlearning has taught the model never to stop)."},
     )
     eval_batch_size: int = field(default=32, metadata={"help": "Rows per evaluation forward pass per process."})
+    eval_generation_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Rows per greedy-generation batch per process. Default: 7 × eval_batch_size for the "
+                          "built-in tiny model (fewer decoding steps), eval_batch_size otherwise (a 7B model's "
+                          "key-value cache grows with it)."},
+    )
     num_authors: int = field(default=100, metadata={"help": "Synthetic data: number of fictitious authors."})
     qa_per_author: int = field(default=20, metadata={"help": "Synthetic data: question-answer pairs per author."})
     hidden_size: int = field(default=128, metadata={"help": "Built-in model: hidden size."})
@@ -238,7 +244,8 @@ def unlearn(script_args, args, method, full_path, splits, eval_sets, stats, path
         method_args.replacement_answers = idk_answers(script_args)
     callback = TOFUCallback(tokenizer, eval_sets, reference_stats=stats, eval_steps="epoch",
                             max_samples=script_args.max_samples, batch_size=script_args.eval_batch_size,
-                            max_new_tokens=script_args.max_new_tokens)
+                            max_new_tokens=script_args.max_new_tokens,
+                            generation_batch_size=script_args.eval_generation_batch_size)
     trainer = NPOTrainer(
         full_path, args=method_args, train_dataset=to_prompt_completion(splits["forget"]),
         retain_dataset=to_prompt_completion(splits["retain"]) if method_args.retain_loss else None,
@@ -327,6 +334,9 @@ def main(script_args: TOFUScriptArguments, args: NPOConfig) -> dict | None:
     state = PartialState()
     if script_args.max_new_tokens is None:
         script_args.max_new_tokens = 48 if script_args.dataset == "synthetic" else 200
+    if script_args.eval_generation_batch_size is None:
+        built_in = script_args.model_name_or_path is None
+        script_args.eval_generation_batch_size = script_args.eval_batch_size * (7 if built_in else 1)
     out = args.output_dir
     splits = load_splits(script_args)
     eval_sets = {k: splits[f"eval_{k}"] for k in EVAL_SPLITS}

@@ -84,6 +84,7 @@ def test_evaluation_share_of_the_tofu_example(tmp_path, step_cost):
     assert work["scored"] > 0 and work["generated"] > 0 and work["kl"] > 0  # NPO has a live reference: KL is scored
     assert ev["epoch_work"] == 4 * ev["stages"][-1]["train_tokens_per_epoch"]
     assert 0 < ev["work_share"]["npo+rt"] < ev["work_share"]["npo"] < 1
+    assert 0 < ev["work_share_measured_speed"] < 1 and ev["eval_speedup"] > 0
     prof = ev["eval_profile"]
     assert set(prof["parts_ms"]) == {"score", "generate"} and prof["ops_ms"] and prof["total_ms"] > 0
     text = "\n".join(step_cost.evaluation_markdown(ev))

@@ -14,6 +14,7 @@ from npo_trl.tofu.metrics import (
     METRICS,
     TOFUEvalSet,
     TOFUEvaluator,
+    can_share_prefix,
     candidate_logps,
     compute_reference_stats,
     forget_quality,
@@ -150,6 +151,9 @@ def test_bad_eval_rows_are_refused_naming_the_field(tokenizer):
         TOFUEvaluator(tokenizer, {"holdout": sets["real_authors"]})
     with pytest.raises(ValueError, match="'answer' must hold non-empty strings"):
         TOFUEvalSet("world_facts", [dict(sets["world_facts"][0], answer=" ")], tokenizer)
+    for sizes in ({"batch_size": 0}, {"max_new_tokens": 0}, {"generation_batch_size": 0}):
+        with pytest.raises(ValueError, match=f"{next(iter(sizes))}.* must be >= 1"):
+            TOFUEvaluator(tokenizer, {"world_facts": sets["world_facts"]}, **sizes)
 
 
 # ---------------------------------------------------------------- batched passes
@@ -184,13 +188,51 @@ def test_candidate_logps_run_each_question_once_for_the_values_of_sequence_logps
         candidate_logps(model, [[1], [1]], [[5, 6], [7]], 2, tok.pad_token_id)
 
 
+def test_candidate_logps_with_prompts_that_differ_within_a_row_and_with_lora(tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    # Row 0's candidates share 3 of their prompt tokens, row 1's all 5: the unshared rest runs with each candidate.
+    prompts = [[1, 5, 6, 7], [1, 5, 6, 8, 9], [1, 5, 6], [1, 10, 11, 12, 13], [1, 10, 11, 12, 13],
+               [1, 10, 11, 12, 13]]
+    completions = [[20, 21, 2], [22, 2], [23, 24, 25, 2], [26, 2], [27, 28, 2], [29, 2]]
+    model = tiny_llama(len(tokenizer), seed=5).eval()
+    lora = get_peft_model(tiny_llama(len(tokenizer), seed=5),
+                          LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    for m in (model, lora.eval()):
+        assert can_share_prefix(m)
+        torch.testing.assert_close(candidate_logps(m, prompts, completions, 3, 0),
+                                   sequence_logps(m, prompts, completions, 0).view(2, 3), atol=1e-5, rtol=1e-5)
+
+
+def test_sliding_window_and_recurrent_models_keep_the_unshared_path(tokenizer):
+    from transformers import MistralConfig, MistralForCausalLM, Qwen2Config
+
+    torch.manual_seed(0)
+    mistral = MistralForCausalLM(MistralConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                               num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                                               sliding_window=6, pad_token_id=0)).eval()
+    assert not can_share_prefix(mistral)  # a window counts cache positions, padding included
+    conv = Qwen2Config(num_hidden_layers=2, layer_types=["full_attention", "conv"])
+    assert not can_share_prefix(type("Model", (), {"config": conv})())
+    with pytest.raises(ValueError, match="full-attention key-value cache"):
+        candidate_logps(mistral, [[1, 5, 6, 7], [1, 5, 6]], [[20, 2], [21, 2]], 2, 0)
+    # score_eval_set takes the unshared path for it: each candidate's score is sequence_logps' own.
+    eval_set = TOFUEvalSet("world_facts", toy_eval_sets()["world_facts"], tokenizer)
+    scores = score_eval_set(mistral, tokenizer, eval_set, batch_size=3, max_new_tokens=4)
+    pairs = eval_set.candidates[2]
+    direct = sequence_logps(mistral, *zip(*pairs), 0).double().numpy()
+    np.testing.assert_allclose(scores["answer_logps"][2], direct[0], rtol=1e-6)
+    np.testing.assert_allclose(scores["perturbed_logps"][2], direct[1:], rtol=1e-6)
+
+
 def test_score_eval_set_gives_the_same_scores_with_or_without_sharing_and_in_any_batch_size(finetuned, tokenizer):
     eval_set = TOFUEvalSet("forget", toy_eval_sets()["forget"], tokenizer)
-    assert eval_set.shares_prompt  # TOFU's candidates share their question: the cheaper path is the one taken
+    assert eval_set.shares_prompt and can_share_prefix(finetuned)  # TOFU's candidates share their question
     reference = score_eval_set(finetuned, tokenizer, eval_set, batch_size=1, max_new_tokens=12)
-    for batch_size, share in [(3, True), (100, True), (3, False)]:
+    for batch_size, share, generation_batch_size in [(3, True, None), (100, True, 5), (3, False, 100)]:
         eval_set.shares_prompt = share
-        scores = score_eval_set(finetuned, tokenizer, eval_set, batch_size=batch_size, max_new_tokens=12)
+        scores = score_eval_set(finetuned, tokenizer, eval_set, batch_size=batch_size, max_new_tokens=12,
+                                generation_batch_size=generation_batch_size)
         for key in ("answer_logps", "correct_logps", "perturbed_logps", "rouge"):
             np.testing.assert_allclose(scores[key], reference[key], rtol=1e-5, atol=1e-6, err_msg=key)
 

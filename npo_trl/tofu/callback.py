@@ -68,8 +68,10 @@ class TOFUCallback(TrainerCallback):
         max_samples (`int`, *optional*, defaults to `300`):
             Rows scored per set at most (the paper's 300), a fixed subset drawn with `seed`.
         batch_size (`int`, *optional*, defaults to `8`):
-            Rows per forward pass per process (each pass scores all candidate answers of its rows; generation
-            takes that many sequences per batch).
+            Rows per forward pass per process (each pass scores all candidate answers of its rows).
+        generation_batch_size (`int`, *optional*):
+            Rows per greedy-generation batch per process; by default `batch_size` (more is faster where memory
+            allows: the key-value cache holds rows × (prompt + `max_new_tokens`) tokens).
         max_new_tokens (`int`, *optional*, defaults to `200`):
             Length limit of the greedy answers ROUGE scores.
         prompt_format (`str`, *optional*, defaults to `"plain"`):
@@ -84,14 +86,14 @@ class TOFUCallback(TrainerCallback):
 
     def __init__(self, processing_class, eval_sets, reference_stats=None, eval_steps="epoch", max_samples=300,
                  batch_size=8, max_new_tokens=200, prompt_format="plain", prompt_template=None,
-                 completion_template=None, seed=0, eval_on_start=True):
+                 completion_template=None, seed=0, eval_on_start=True, generation_batch_size=None):
         if not (eval_steps is None or eval_steps == "epoch"
                 or (isinstance(eval_steps, int) and not isinstance(eval_steps, bool) and eval_steps >= 1)):
             raise ValueError(f"eval_steps={eval_steps!r}: use 'epoch', a number of steps >= 1, or None.")
         self.evaluator = TOFUEvaluator(
             processing_class, eval_sets, reference_stats, max_samples=max_samples, seed=seed, batch_size=batch_size,
             max_new_tokens=max_new_tokens, prompt_format=prompt_format, prompt_template=prompt_template,
-            completion_template=completion_template,
+            completion_template=completion_template, generation_batch_size=generation_batch_size,
         )
         self.eval_steps, self.eval_on_start = eval_steps, eval_on_start
         self.trainer = None
