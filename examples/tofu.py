@@ -21,6 +21,7 @@ from the last finished stage):
 
 import contextlib
 import csv
+import gc
 import json
 import math
 import os
@@ -373,4 +374,5 @@ if __name__ == "__main__":
                         save_strategy="no", report_to="none", gradient_checkpointing=False, beta=0.1, max_length=128)
     script_args, training_args = parser.parse_args_and_config()
     main(script_args, training_args)
-    PartialState().destroy_process_group()  # a clean exit under accelerate launch (torch warns otherwise)
+    gc.collect()  # free the trainers' wrappers, which hold the process group, then destroy it: a clean exit
+    PartialState().destroy_process_group()

@@ -6,11 +6,13 @@ answers are the training rows. Rank 0 writes OUTPUT_DIR/result.json: the retain 
 processes) and the TOFU metrics logged at steps 0, 1 and 2.
 """
 
+import gc
 import json
 import os
 import sys
 
 import torch
+from accelerate import PartialState
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -51,7 +53,9 @@ def main(model_dir, sets_path, output_dir, batch_size):
         }
         with open(os.path.join(output_dir, "result.json"), "w") as f:
             json.dump(result, f)
-    trainer.accelerator.state.destroy_process_group()  # gloo's threads otherwise may abort the interpreter's exit
+    del trainer  # free the wrappers that hold the process group, then destroy it (see tests/scripts/unlearn.py)
+    gc.collect()
+    PartialState().destroy_process_group()
 
 
 if __name__ == "__main__":

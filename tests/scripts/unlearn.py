@@ -4,6 +4,7 @@ Saves the final model to <output_dir>/final and writes <output_dir>/run.json fro
 the forget and retain rows each micro-batch saw on each rank.
 """
 
+import gc
 import json
 import os
 import sys
@@ -61,7 +62,12 @@ def main():
             "deepspeed": trainer.is_deepspeed_enabled,
         }
         json.dump(result, open(os.path.join(args.output_dir, "run.json"), "w"))
-    PartialState().destroy_process_group()  # gloo's threads otherwise may abort the interpreter's exit
+    # Free the DDP/DeepSpeed wrappers (they hold the process group) and destroy it while the interpreter is whole:
+    # left to its teardown, gloo's worker threads sometimes abort the exit ("terminate called without an active
+    # exception") after a finished run.
+    del trainer
+    gc.collect()
+    PartialState().destroy_process_group()
 
 
 if __name__ == "__main__":
