@@ -22,6 +22,7 @@ benchmarks/results.json.
 """
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import datetime
@@ -96,8 +97,8 @@ class Sizes:
 
 DEFAULT = Sizes()
 TINY = Sizes(vocab_size=200, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
-             prompt_len=7, completion_len=8, batch_size=2, num_rows=8, warmup=1, steps=2, rounds=1, memory_steps=2, memory_repeats=1,
-             profile_steps=1, eval_rows=4, eval_batch_size=4, eval_max_new_tokens=4, eval_authors=10,
+             prompt_len=7, completion_len=8, batch_size=2, num_rows=8, warmup=1, steps=2, rounds=1, memory_steps=2,
+             memory_repeats=1, profile_steps=1, eval_rows=4, eval_batch_size=4, eval_max_new_tokens=4, eval_authors=10,
              eval_pretrain_epochs=0.1, eval_finetune_epochs=0.1, eval_tiny_model=True)
 
 
@@ -487,6 +488,27 @@ def _example_default(name: str, fallback):
         return fallback
 
 
+# npo_trl.tofu.metrics' model passes in an evaluation, by the part of it they do
+EVAL_PASSES = {"sequence_logps": "score", "candidate_logps": "score", "generate_answers": "generate",
+               "reference_kl": "kl"}
+
+
+@contextlib.contextmanager
+def wrapped_eval_passes(wrap):
+    """Replaces each pass of `EVAL_PASSES` in npo_trl.tofu.metrics (which calls them by module name) by
+    `wrap(part, function)` for the duration."""
+    from npo_trl.tofu import metrics as tofu_metrics
+
+    originals = {name: getattr(tofu_metrics, name) for name in EVAL_PASSES}
+    for name, function in originals.items():
+        setattr(tofu_metrics, name, wrap(EVAL_PASSES[name], function))
+    try:
+        yield
+    finally:
+        for name, function in originals.items():
+            setattr(tofu_metrics, name, function)
+
+
 def tofu_child(sizes: Sizes, workdir: str, epochs: float) -> dict:
     """In a fresh process: run examples/tofu.py (its own stages, arguments and defaults; short fine-tunes and
     `epochs` unlearning epochs to keep the benchmark short) and time, inside its unlearning stage, the stage itself
@@ -498,9 +520,6 @@ def tofu_child(sizes: Sizes, workdir: str, epochs: float) -> dict:
     from npo_trl import NPOTrainer
     from npo_trl.tofu import callback as tofu_callback
     from npo_trl.tofu import metrics as tofu_metrics
-
-    originals = {name: getattr(tofu_metrics, name) for name in
-                 ("sequence_logps", "candidate_logps", "generate_answers", "reference_kl")}
 
     record = {"evaluations": [], "stages": []}
     evaluate, init, train = tofu_callback.TOFUCallback.evaluate, NPOTrainer.__init__, NPOTrainer.train
@@ -518,10 +537,6 @@ def tofu_child(sizes: Sizes, workdir: str, epochs: float) -> dict:
             return out
         return wrapper
 
-    for name, attr in (("score", "sequence_logps"), ("score", "candidate_logps"), ("generate", "generate_answers"),
-                       ("kl", "reference_kl")):
-        if hasattr(tofu_metrics, attr):
-            setattr(tofu_metrics, attr, timed_part(name, getattr(tofu_metrics, attr)))
     captured = {}
 
     def timed_evaluate(self):
@@ -575,12 +590,11 @@ def tofu_child(sizes: Sizes, workdir: str, epochs: float) -> dict:
     saved = sys.argv
     sys.argv = argv
     try:
-        runpy.run_path(EXAMPLE, run_name="__main__")
+        with wrapped_eval_passes(timed_part):
+            runpy.run_path(EXAMPLE, run_name="__main__")
     finally:
         sys.argv = saved
     record["argv"] = " ".join(argv[1:]).replace(workdir, "<tmp>")
-    for name, function in originals.items():  # the profile below sees the library's own functions
-        setattr(tofu_metrics, name, function)
     record["work"] = evaluation_work(captured["evaluator"], captured["has_ref"])
     record["eval_profile"] = profile_evaluation(captured["evaluator"], os.path.join(workdir, "tofu", "unlearn", "npo",
                                                                                      "final"))
@@ -610,29 +624,19 @@ def profile_evaluation(evaluator, model_path: str, top: int = 12) -> dict:
     from torch.profiler import ProfilerActivity, profile, record_function
     from transformers import AutoModelForCausalLM
 
-    from npo_trl.tofu import metrics as tofu_metrics
-
     model = AutoModelForCausalLM.from_pretrained(model_path).eval()
     evaluator.evaluate(model)
-    labelled = {"candidate_logps": "score", "sequence_logps": "score", "generate_answers": "generate"}
-    saved = {name: getattr(tofu_metrics, name) for name in labelled}
 
-    def label(name, function):
+    def label(part, function):
         def wrapper(*args, **kwargs):
-            with record_function(f"eval:{labelled[name]}"):
+            with record_function(f"eval:{part}"):
                 return function(*args, **kwargs)
         return wrapper
 
-    for name, function in saved.items():
-        setattr(tofu_metrics, name, label(name, function))
-    try:
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            start = time.perf_counter()
-            evaluator.evaluate(model)
-            seconds = time.perf_counter() - start
-    finally:
-        for name, function in saved.items():
-            setattr(tofu_metrics, name, function)
+    with wrapped_eval_passes(label), profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        evaluator.evaluate(model)
+        seconds = time.perf_counter() - start
     events = prof.key_averages()
     ops = sorted((e for e in events if not e.key.startswith("eval:")), key=lambda e: -e.self_cpu_time_total)
     return {"seconds": seconds,

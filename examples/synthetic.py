@@ -396,6 +396,12 @@ def plot(results: dict, curves_by_alpha: dict, output_dir: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def save(fig, name, title):
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(os.path.join(output_dir, name), dpi=110)
+        plt.close(fig)
+
     colours = dict(zip(METHODS, ("tab:red", "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")))
     alphas = list(curves_by_alpha)
     fig, axes = plt.subplots(len(alphas), 3, figsize=(15, 4.2 * len(alphas)), squeeze=False)
@@ -419,10 +425,7 @@ def plot(results: dict, curves_by_alpha: dict, output_dir: str) -> None:
         axes[row, 1].set_ylabel("KL(π_retr ‖ π_θ), retain distribution")
         axes[row, 2].set_ylabel("retain distance")
         axes[row, 2].legend(fontsize=8)
-    fig.suptitle("NPO paper, Figure 4: unlearning a random-features classifier (mean ± sd over instances)")
-    fig.tight_layout()
-    fig.savefig(os.path.join(output_dir, "figure4.png"), dpi=110)
-    plt.close(fig)
+    save(fig, "figure4.png", "NPO paper, Figure 4: unlearning a random-features classifier (mean ± sd over instances)")
 
     r3 = results["figure3"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -439,10 +442,7 @@ def plot(results: dict, curves_by_alpha: dict, output_dir: str) -> None:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("NPO paper, Figure 3: NPO's curves approach GA's as β → 0")
-    fig.tight_layout()
-    fig.savefig(os.path.join(output_dir, "figure3.png"), dpi=110)
-    plt.close(fig)
+    save(fig, "figure3.png", "NPO paper, Figure 3: NPO's curves approach GA's as β → 0")
 
     th = results["theorem2"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -457,10 +457,7 @@ def plot(results: dict, curves_by_alpha: dict, output_dir: str) -> None:
                title=f"{method} (fits on t ≥ {th['fit_from_step']:g})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Theorem 2: GA drifts linearly, NPO logarithmically")
-    fig.tight_layout()
-    fig.savefig(os.path.join(output_dir, "theorem2.png"), dpi=110)
-    plt.close(fig)
+    save(fig, "theorem2.png", "Theorem 2: GA drifts linearly, NPO logarithmically")
 
 
 def main(args: ScriptArguments) -> dict:

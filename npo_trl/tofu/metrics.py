@@ -32,7 +32,7 @@ from scipy.stats import hmean, ks_2samp
 from transformers import DynamicCache, GenerationConfig
 from transformers.cache_utils import DynamicLayer
 from trl.data_utils import _tokenize, common_prefix_length
-from trl.trainer.utils import pad, selective_log_softmax
+from trl.trainer.utils import pad
 
 from .. import losses
 from ..data import DataCollatorForUnlearning
@@ -222,17 +222,6 @@ def _logits(model, batch) -> torch.Tensor:
     return logits[:, -batch["input_ids"].size(1):]  # prompt-learning PEFT prepends virtual tokens
 
 
-@torch.no_grad()
-def sequence_logps(model, prompts: Sequence[list[int]], completions: Sequence[list[int]], pad_token_id: int,
-                   device=None) -> torch.Tensor:
-    """Length-normalised log-probability of each completion given its prompt: the mean over the completion tokens
-    of log π(token | prefix), for the whole batch in one forward pass. Returns a float32 tensor of shape (rows,)."""
-    batch = _collate(prompts, completions, pad_token_id, device or _device(model))
-    token_logps = selective_log_softmax(_logits(model, batch)[:, :-1].float(), batch["input_ids"][:, 1:])
-    mask = batch["completion_mask"][:, 1:].float()
-    return (token_logps * mask).sum(1) / mask.sum(1)
-
-
 def _completion_logps(logits, input_ids, completion_mask) -> torch.Tensor:
     """Mean log π(token | prefix) over the completion tokens of each row; log-softmax taken at those positions only."""
     mask = completion_mask[:, 1:].bool()
@@ -242,6 +231,15 @@ def _completion_logps(logits, input_ids, completion_mask) -> torch.Tensor:
     rows = torch.arange(len(input_ids), device=input_ids.device)[:, None].expand_as(mask)[mask]
     sums = torch.zeros(len(input_ids), device=input_ids.device).index_add_(0, rows, token_logps)
     return sums / mask.sum(1)
+
+
+@torch.no_grad()
+def sequence_logps(model, prompts: Sequence[list[int]], completions: Sequence[list[int]], pad_token_id: int,
+                   device=None) -> torch.Tensor:
+    """Length-normalised log-probability of each completion given its prompt: the mean over the completion tokens
+    of log π(token | prefix), for the whole batch in one forward pass. Returns a float32 tensor of shape (rows,)."""
+    batch = _collate(prompts, completions, pad_token_id, device or _device(model))
+    return _completion_logps(_logits(model, batch), batch["input_ids"], batch["completion_mask"])
 
 
 def shared_prefix_length(prompts: Sequence[list[int]]) -> int:
@@ -284,6 +282,9 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
     for a quarter to a half fewer token-passes on TOFU's rows (the question runs once instead of 5-7 times). Every row
     needs a shared prompt of >= 2 tokens, and the model a full-attention cache (`can_share_prefix`).
     """
+    if not can_share_prefix(model):
+        raise ValueError(f"candidate_logps needs a full-attention key-value cache, which {type(model).__name__} does "
+                         "not have (see can_share_prefix): use sequence_logps.")
     device = device or _device(model)
     k = num_candidates
     groups = [prompts[i:i + k] for i in range(0, len(prompts), k)]
@@ -295,9 +296,6 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
     cache = model(input_ids=prefix["input_ids"], attention_mask=prefix["attention_mask"], use_cache=True,
                   position_ids=torch.arange(prefix["input_ids"].size(1), device=device).expand_as(prefix["input_ids"]),
                   **({"logits_to_keep": 1} if supports_keep else {})).past_key_values
-    if not all(type(layer) is DynamicLayer for layer in cache.layers):
-        raise ValueError(f"candidate_logps needs a full-attention key-value cache; {type(model).__name__}'s is "
-                         f"{sorted({type(layer).__name__ for layer in cache.layers})}: use sequence_logps.")
     cache.batch_repeat_interleave(k)
     offsets = [n for n in shared for _ in range(k)]
     rest = _collate([p[n:] for p, n in zip(prompts, offsets)], completions, pad_token_id, device)
