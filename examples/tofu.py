@@ -5,6 +5,7 @@
     accelerate launch examples/tofu.py --dataset ../shared/tofu --forget_split forget05
     accelerate launch --config_file examples/accelerate_configs/zero3.yaml examples/tofu.py \
         --config examples/configs/tofu_llama2.yaml                # the paper's setting
+    accelerate launch examples/tofu.py --config examples/configs/tofu_llama3.2_1b.yaml  # from published models
 
 Stages (each writes its output under --output_dir and is skipped when that output exists, so a crashed run resumes
 from the last finished stage):
@@ -12,11 +13,16 @@ from the last finished stage):
 1. `base/`: with no --model_name_or_path, a small Llama built from a config and a tokenizer trained on the data,
    "pre-trained" on general knowledge (the stand-in for what a base model knows of real authors and world facts);
 2. `full/`: the base fine-tuned on every author (plus the real-author and world facts, which a tiny model would
-   otherwise lose);
+   otherwise lose); skipped with --finetuned_model (an already fine-tuned model, e.g. TOFU's or open-unlearning's);
 3. `retain/`: the base fine-tuned on the retain split alone, and its truth ratios on the forget set
-   (`retain_stats.json`), against which forget quality is measured;
-4. `unlearn/<method>/`: `full` unlearned with each method of --methods, with TOFU's metrics every epoch;
+   (`retain_stats.json`), against which forget quality is measured; --retain_model scores a given retain model
+   instead, and --reference_stats reads its published evaluation log (no retain model at all);
+4. `unlearn/<method>/`: the fine-tuned model unlearned with each method of --methods, TOFU's metrics every epoch;
 5. `results.csv`, `results.json`, `fig5_tradeoff.png`, `fig6_per_epoch.png`, `samples.json`.
+
+Training rows and evaluation prompts share one --prompt_format (npo_trl.prompts.PROMPT_FORMATS). Every model is
+loaded with trl.ModelConfig's --dtype, --attn_implementation and --model_revision; the unlearning stage also takes its
+--use_peft/--lora_* and --load_in_4bit/8bit flags (the fine-tunes are full fine-tunes, as in the paper).
 """
 
 import contextlib
@@ -34,19 +40,23 @@ from datasets import Dataset, concatenate_datasets
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
-from trl import SFTConfig, SFTTrainer, TrlParser
+from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config, get_quantization_config
+from trl.trainer.utils import create_model_from_path
 
 from npo_trl import NPOConfig, NPOTrainer
+from npo_trl.prompts import PROMPT_FORMATS, TOKEN_BOUNDARIES, generation_prompt_ids
 from npo_trl.tofu import (
     TOFUCallback,
+    TOFUEvaluator,
     compute_reference_stats,
     idontknow_answers,
     load_idontknow,
+    load_reference_stats,
     load_tofu,
     make_synthetic_tofu,
     to_prompt_completion,
 )
-from npo_trl.tofu.metrics import forget_quality, generate_answers, prompt_ids
+from npo_trl.tofu.metrics import forget_quality, generate_answers
 
 EVAL_SPLITS = {"forget": "{forget_split}_perturbed", "retain": "retain_perturbed",
                "real_authors": "real_authors_perturbed", "world_facts": "world_facts_perturbed"}
@@ -56,10 +66,41 @@ EVAL_SPLITS = {"forget": "{forget_split}_perturbed", "retain": "retain_perturbed
 class TOFUScriptArguments:
     """Arguments of the experiment; the unlearning stage's training arguments are `NPOConfig`'s."""
 
-    model_name_or_path: str | None = field(
+    finetuned_model: str | None = field(
         default=None,
-        metadata={"help": "Causal LM to start from (path or hub id). Default: a tiny Llama built from a config and "
-                          "pre-trained here on the general-knowledge data."},
+        metadata={"help": "An already fine-tuned model to unlearn from (path or hub id, e.g. "
+                          "open-unlearning/tofu_Llama-3.2-1B-Instruct_full): skips the base and full stages. Without "
+                          "it, --model_name_or_path (default: a tiny Llama built here) is fine-tuned on the authors."},
+    )
+    retain_model: str | None = field(
+        default=None,
+        metadata={"help": "A model fine-tuned without the forget set (e.g. open-unlearning/tofu_Llama-3.2-1B-"
+                          "Instruct_retain90): its truth ratios on the forget set are forget quality's reference; "
+                          "skips the retain stage."},
+    )
+    reference_stats: str | None = field(
+        default=None,
+        metadata={"help": "The retain model's statistics instead of a retain model: npo-trl's retain_stats.json, "
+                          "open-unlearning's TOFU_EVAL.json or a TOFU/NPO-repository eval_log_forget.json / "
+                          "eval_log_aggregated.json of the retain model, for every row of the same forget split."},
+    )
+    prompt_format: str = field(
+        default="plain",
+        metadata={"help": "How questions and answers are written for the model, in training and evaluation alike: "
+                          f"one of {list(PROMPT_FORMATS)} (the README's table says which model was trained on "
+                          "which)."},
+    )
+    token_boundary: str = field(
+        default="common_prefix",
+        metadata={"help": f"Where a scored answer starts, one of {list(TOKEN_BOUNDARIES)}: 'common_prefix' (where "
+                          "prompt and prompt+answer tokens diverge, as NPOTrainer trains) or 'prompt_length' (the "
+                          "reference evaluator open-unlearning's rule, for numbers comparable with its tables)."},
+    )
+    mask_pad_tokens: bool = field(
+        default=False,
+        metadata={"help": "Evaluate with every pad-token id inside the text hidden from attention, as "
+                          "open-unlearning's collator does (it hides a chat model's end-of-turn tokens when the pad "
+                          "token is the EOS token). Off by default: it changes what the model sees."},
     )
     dataset: str = field(
         default="synthetic",
@@ -70,12 +111,22 @@ class TOFUScriptArguments:
         default_factory=lambda: ["npo", "npo+rt", "ga", "ga+rt"],
         metadata={"help": "Unlearning methods: <forget_loss>[+rt|+kl], forget_loss among npo, ga, simnpo, idk, dpo."},
     )
-    max_samples: int = field(default=300, metadata={"help": "Rows per evaluation set at most (the paper's 300)."})
+    max_samples: int | None = field(
+        default=None,
+        metadata={"help": "Rows per evaluation set at most, a fixed seeded subset. Default: every row, as the "
+                          "reference evaluator open-unlearning scores them (TOFU's original code took the first "
+                          "300)."},
+    )
     max_new_tokens: int | None = field(
         default=None,
         metadata={"help": "Length limit of the generations ROUGE scores. Default: the benchmark's 200; 48 on the "
                           "synthetic data, whose answers have at most 14 tokens (generation is most of an evaluation's "
                           "time once unlearning has taught the model never to stop)."},
+    )
+    eval_seed: int | None = field(
+        default=0,
+        metadata={"help": "Seed of the --max_samples subset; null (in a --config file) takes the first rows, as "
+                          "TOFU's original code did."},
     )
     eval_batch_size: int = field(default=32, metadata={"help": "Rows per evaluation forward pass per process."})
     eval_generation_batch_size: int | None = field(
@@ -84,8 +135,15 @@ class TOFUScriptArguments:
                           "built-in tiny model (fewer decoding steps), eval_batch_size otherwise (a 7B model's "
                           "key-value cache grows with it)."},
     )
-    num_authors: int = field(default=100, metadata={"help": "Synthetic data: number of fictitious authors."})
-    qa_per_author: int = field(default=20, metadata={"help": "Synthetic data: question-answer pairs per author."})
+    num_authors: int | None = field(
+        default=None,
+        metadata={"help": "Number of fictitious authors. Synthetic data: the generator's (default 100). TOFU's own "
+                          "files (200 authors of 20 questions, `full` in author order, the forget split its last "
+                          "authors): every forget author plus the first num_authors - forget authors of `full`, so "
+                          "full = retain + forget stays consistent; the retain evaluation set keeps its rows of those "
+                          "authors (it covers the first 20 authors of `full`). Default: all 200."},
+    )
+    qa_per_author: int = field(default=20, metadata={"help": "Question-answer pairs per author (TOFU: 20)."})
     hidden_size: int = field(default=128, metadata={"help": "Built-in model: hidden size."})
     num_layers: int = field(default=4, metadata={"help": "Built-in model: number of layers."})
     vocab_size: int = field(default=2048, metadata={"help": "Built-in model: size of the BPE vocabulary trained here."})
@@ -107,17 +165,32 @@ def load_splits(script_args: TOFUScriptArguments) -> dict[str, Dataset]:
              "retain": "retain" + str(100 - int(script_args.forget_split.removeprefix("forget"))),
              **{f"eval_{k}": v.format(forget_split=script_args.forget_split) for k, v in EVAL_SPLITS.items()}}
     if script_args.dataset == "synthetic":
-        data = make_synthetic_tofu(script_args.num_authors, script_args.qa_per_author, seed=0)
+        data = make_synthetic_tofu(script_args.num_authors or 100, script_args.qa_per_author, seed=0)
         splits = {key: data[name] for key, name in names.items()}
         splits["general_knowledge"] = data["general_knowledge"]
     else:
         splits = {key: load_tofu(script_args.dataset, name) for key, name in names.items()}
+        if script_args.num_authors is not None:
+            splits = keep_authors(splits, script_args.num_authors, script_args.qa_per_author)
     # The real-author and world-fact QA a pre-trained model knows, kept in the fine-tunes' mix (a tiny model would
     # forget them otherwise); on TOFU's own files they are also all the base model is pre-trained on.
     splits["eval_facts"] = concatenate_datasets(
         [splits[f"eval_{name}"].select_columns(["question", "answer"]) for name in ("real_authors", "world_facts")])
     splits.setdefault("general_knowledge", splits["eval_facts"])
     return splits
+
+
+def keep_authors(splits: dict[str, Dataset], num_authors: int, qa_per_author: int) -> dict[str, Dataset]:
+    """TOFU's files cut to `num_authors` authors: every forget author, then the first authors of `full` (see the
+    --num_authors help); full, retain and the retain evaluation set are cut alike, the forget sets are kept whole."""
+    num_forget = len(splits["forget"]) // qa_per_author
+    if not num_forget < num_authors <= len(splits["full"]) // qa_per_author:
+        raise ValueError(f"--num_authors {num_authors} must exceed the forget split's {num_forget} authors and be at "
+                         f"most the {len(splits['full']) // qa_per_author} of `full`.")
+    retain = splits["retain"].select(range((num_authors - num_forget) * qa_per_author))
+    kept = set(retain["question"])
+    return {**splits, "retain": retain, "full": concatenate_datasets([retain, splits["forget"]]),
+            "eval_retain": splits["eval_retain"].filter(lambda row: row["question"] in kept)}
 
 
 def idk_answers(script_args: TOFUScriptArguments) -> list[str]:
@@ -149,12 +222,30 @@ def corpus(splits: dict[str, Dataset]) -> list[str]:
 
 # ---------------------------------------------------------------- stages
 def is_done(path: str) -> bool:
-    return os.path.exists(os.path.join(path, "config.json"))
+    """Whether a stage saved its model there (a model, or LoRA adapters)."""
+    return any(os.path.exists(os.path.join(path, name)) for name in ("config.json", "adapter_config.json"))
 
 
-def sft(model, tokenizer, dataset: Dataset, output_dir: str, epochs: float, script_args, args: NPOConfig, seed: int):
-    """Supervised fine-tuning with TRL's SFTTrainer on question→answer rows (loss on the answer only)."""
+def model_init_kwargs(model_args: ModelConfig) -> dict:
+    """What trl.ModelConfig says about loading any model: revision, dtype, attention implementation."""
+    return {"revision": model_args.model_revision, "dtype": model_args.dtype or "float32",
+            "attn_implementation": model_args.attn_implementation}
+
+
+def load_model(path: str, model_args: ModelConfig):
+    """A model loaded with ModelConfig's settings; LoRA adapters (an unlearning stage run with --use_peft) are loaded
+    onto the base model they name."""
+    if os.path.exists(os.path.join(path, "adapter_config.json")):
+        return AutoModelForCausalLM.from_pretrained(path, **model_init_kwargs(model_args))
+    return create_model_from_path(path, **model_init_kwargs(model_args))
+
+
+def sft(model, tokenizer, dataset: Dataset, output_dir: str, epochs: float, script_args, args: NPOConfig, seed: int,
+        model_args: ModelConfig):
+    """Supervised fine-tuning with TRL's SFTTrainer on question→answer rows in --prompt_format (loss on the answer
+    only). `model` is a model or a path, loaded with ModelConfig's settings."""
     sft_args = SFTConfig(
+        model_init_kwargs=model_init_kwargs(model_args) if isinstance(model, str) else None,
         output_dir=output_dir, num_train_epochs=epochs, learning_rate=script_args.finetune_learning_rate,
         per_device_train_batch_size=script_args.finetune_batch_size, lr_scheduler_type="linear",
         warmup_steps=min(1.0 / epochs, 0.5),  # the paper's schedule: warm-up over the first epoch, then linear decay
@@ -163,19 +254,19 @@ def sft(model, tokenizer, dataset: Dataset, output_dir: str, epochs: float, scri
         gradient_checkpointing=args.gradient_checkpointing, max_length=args.max_length,
         dataloader_pin_memory=args.dataloader_pin_memory, disable_tqdm=args.disable_tqdm,
     )
-    trainer = SFTTrainer(model, args=sft_args, train_dataset=to_prompt_completion(dataset).shuffle(seed=seed),
-                         processing_class=tokenizer)
+    rows = to_prompt_completion(dataset, script_args.prompt_format).shuffle(seed=seed)
+    trainer = SFTTrainer(model, args=sft_args, train_dataset=rows, processing_class=tokenizer)
     trainer.train()
     trainer.save_model(output_dir)
     tokenizer.save_pretrained(output_dir)
     PartialState().wait_for_everyone()
 
 
-def build_base(script_args, args, splits, path):
+def build_base(script_args, args, model_args, splits, path):
     """Stage 1: a tiny Llama and a tokenizer trained on the data, pre-trained on general knowledge."""
     state = PartialState()
-    if script_args.model_name_or_path is not None:
-        return script_args.model_name_or_path
+    if model_args.model_name_or_path is not None:
+        return model_args.model_name_or_path
     if not is_done(path):
         tokenizer = train_tokenizer(corpus(splits) + idk_answers(script_args), script_args.vocab_size)
         torch.manual_seed(args.seed)
@@ -186,18 +277,17 @@ def build_base(script_args, args, splits, path):
             eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
         )
         sft(LlamaForCausalLM(config), tokenizer, splits["general_knowledge"], path, script_args.pretrain_epochs,
-            script_args, args, args.seed)
+            script_args, args, args.seed, model_args)
     state.wait_for_everyone()
     return path
 
 
-def fine_tune(script_args, args, base, dataset, splits, path, seed):
+def fine_tune(script_args, args, model_args, base, dataset, splits, path, seed):
     """Stages 2 and 3: the base fine-tuned on authors, with the real-author and world facts kept in the mix."""
     if not is_done(path):
         data = concatenate_datasets([dataset.select_columns(["question", "answer"]), splits["eval_facts"]])
-        model = AutoModelForCausalLM.from_pretrained(base)
-        sft(model, AutoTokenizer.from_pretrained(base), data, path, script_args.finetune_epochs, script_args, args,
-            seed)
+        sft(base, AutoTokenizer.from_pretrained(base), data, path, script_args.finetune_epochs, script_args, args,
+            seed, model_args)
     PartialState().wait_for_everyone()
 
 
@@ -213,13 +303,26 @@ def outside_zero3(args: NPOConfig):
             set_hf_deepspeed_config(args.hf_deepspeed_config)
 
 
-def reference_stats(script_args, args, model_path, forget_eval, cache_path):
+def evaluation_settings(script_args) -> dict:
+    """How every model of the run is evaluated (TOFUEvaluator's and compute_reference_stats' shared settings)."""
+    return {"max_samples": script_args.max_samples, "seed": script_args.eval_seed,
+            "batch_size": script_args.eval_batch_size,
+            "prompt_format": script_args.prompt_format, "token_boundary": script_args.token_boundary,
+            "mask_pad_tokens": script_args.mask_pad_tokens}
+
+
+def reference_stats(script_args, args, model_args, model_path, tokenizer, forget_eval, cache_path):
     """The retain model's truth ratios on the forget set, computed once by the main process and cached."""
     with outside_zero3(args), PartialState().main_process_first():
-        model = AutoModelForCausalLM.from_pretrained(model_path)
-        return compute_reference_stats(model, AutoTokenizer.from_pretrained(model_path), forget_eval,
-                                       max_samples=script_args.max_samples, batch_size=script_args.eval_batch_size,
-                                       cache_path=cache_path)
+        return compute_reference_stats(load_model(model_path, model_args), tokenizer, forget_eval,
+                                       cache_path=cache_path, **evaluation_settings(script_args))
+
+
+def published_reference_stats(script_args, tokenizer, forget_eval):
+    """--reference_stats, read and checked against the forget set before anything trains."""
+    stats = load_reference_stats(script_args.reference_stats)
+    TOFUEvaluator(tokenizer, {"forget": forget_eval}, stats, **evaluation_settings(script_args))  # raises if off
+    return stats
 
 
 def method_config(args: NPOConfig, method: str, output_dir: str) -> NPOConfig:
@@ -232,25 +335,28 @@ def method_config(args: NPOConfig, method: str, output_dir: str) -> NPOConfig:
                         and NPOConfig.__dataclass_fields__[k].init})
 
 
-def unlearn(script_args, args, method, full_path, splits, eval_sets, stats, path):
+def unlearn(script_args, args, model_args, method, full_path, splits, eval_sets, stats, path):
     """Stage 4: one method, evaluated by TOFUCallback before training and after every epoch."""
-    if os.path.exists(os.path.join(path, "final", "config.json")):
+    if is_done(os.path.join(path, "final")):
         return
     if PartialState().is_main_process and os.path.isdir(path):
         shutil.rmtree(path)  # a run interrupted mid-way starts this method again, without its partial metrics
     PartialState().wait_for_everyone()
     method_args = method_config(args, method, path)
+    method_args.model_init_kwargs = model_init_kwargs(model_args)
     tokenizer = AutoTokenizer.from_pretrained(full_path)
     if method_args.needs_replacement and method_args.replacement_answers is None:
         method_args.replacement_answers = idk_answers(script_args)
     callback = TOFUCallback(tokenizer, eval_sets, reference_stats=stats, eval_steps="epoch",
-                            max_samples=script_args.max_samples, batch_size=script_args.eval_batch_size,
                             max_new_tokens=script_args.max_new_tokens,
-                            generation_batch_size=script_args.eval_generation_batch_size)
+                            generation_batch_size=script_args.eval_generation_batch_size,
+                            **evaluation_settings(script_args))
+    rows = {key: to_prompt_completion(splits[key], script_args.prompt_format) for key in ("forget", "retain")}
     trainer = NPOTrainer(
-        full_path, args=method_args, train_dataset=to_prompt_completion(splits["forget"]),
-        retain_dataset=to_prompt_completion(splits["retain"]) if method_args.retain_loss else None,
-        processing_class=tokenizer, callbacks=[callback],
+        full_path, args=method_args, train_dataset=rows["forget"],
+        retain_dataset=rows["retain"] if method_args.retain_loss else None, processing_class=tokenizer,
+        callbacks=[callback], quantization_config=get_quantization_config(model_args),
+        peft_config=get_peft_config(model_args),
     )
     trainer.train()
     trainer.save_model(os.path.join(path, "final"))
@@ -267,7 +373,7 @@ def best_row(rows: list[dict]) -> dict:
     return max(rows, key=lambda r: (r["tofu/forget_quality"] or 0.0, r["tofu/model_utility"] or 0.0))
 
 
-def report(script_args, args, eval_sets, full_path, sanity):
+def report(script_args, args, model_args, eval_sets, full_path, sanity):
     """Stage 5: results.csv/json (method × epoch), Figures 5 and 6, and sample generations (Figure 7)."""
     import matplotlib
 
@@ -319,46 +425,76 @@ def report(script_args, args, eval_sets, full_path, sanity):
     samples = {}
     for name in ("forget", "retain", "real_authors", "world_facts"):
         rows = eval_sets[name].select(range(3))
-        prompts = [prompt_ids(tokenizer, q) for q in rows["question"]]
+        prompts = [generation_prompt_ids(tokenizer, q, script_args.prompt_format) for q in rows["question"]]
         entry = {"question": list(rows["question"]), "answer": list(rows["answer"])}
         for label, path in [("finetuned", full_path)] + [(m, os.path.join(out, "unlearn", m, "final"))
                                                           for m in script_args.methods]:
-            model = AutoModelForCausalLM.from_pretrained(path)
-            entry[label] = generate_answers(model, tokenizer, prompts, max_new_tokens=48)
+            entry[label] = generate_answers(load_model(path, model_args), tokenizer, prompts, max_new_tokens=48,
+                                            mask_pad_tokens=script_args.mask_pad_tokens)
         samples[name] = entry
     with open(os.path.join(out, "samples.json"), "w") as f:
         json.dump(samples, f, indent=1, ensure_ascii=False)
     return summary
 
 
-def main(script_args: TOFUScriptArguments, args: NPOConfig) -> dict | None:
+def check_arguments(script_args: TOFUScriptArguments, model_args: ModelConfig) -> None:
+    """Refuse, before anything trains, a combination of stages that cannot run."""
+    if script_args.prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"--prompt_format {script_args.prompt_format!r} is unknown: use one of "
+                         f"{list(PROMPT_FORMATS)}.")
+    if script_args.token_boundary not in TOKEN_BOUNDARIES:
+        raise ValueError(f"--token_boundary {script_args.token_boundary!r}: use one of {list(TOKEN_BOUNDARIES)}.")
+    if script_args.retain_model is not None and script_args.reference_stats is not None:
+        raise ValueError("--retain_model and --reference_stats both give forget quality's reference: pass one.")
+    trains_retain = script_args.retain_model is None and script_args.reference_stats is None
+    if script_args.finetuned_model is not None and model_args.model_name_or_path is None and \
+            (trains_retain or script_args.sanity_check):
+        raise ValueError("--finetuned_model skips the base model that a retain model would be fine-tuned from: pass "
+                         "--retain_model or --reference_stats (and no --sanity_check), or --model_name_or_path, the "
+                         "base the fine-tuned model was trained from.")
+
+
+def main(script_args: TOFUScriptArguments, args: NPOConfig, model_args: ModelConfig | None = None) -> dict | None:
+    model_args = model_args or ModelConfig()
+    check_arguments(script_args, model_args)
     state = PartialState()
+    built_in = model_args.model_name_or_path is None and script_args.finetuned_model is None
     if script_args.max_new_tokens is None:
         script_args.max_new_tokens = 48 if script_args.dataset == "synthetic" else 200
     if script_args.eval_generation_batch_size is None:
-        built_in = script_args.model_name_or_path is None
         script_args.eval_generation_batch_size = script_args.eval_batch_size * (7 if built_in else 1)
     out = args.output_dir
     splits = load_splits(script_args)
     eval_sets = {k: splits[f"eval_{k}"] for k in EVAL_SPLITS}
-    base = build_base(script_args, args, splits, os.path.join(out, "base"))
-    full_path, retain_path = os.path.join(out, "full"), os.path.join(out, "retain")
-    fine_tune(script_args, args, base, splits["full"], splits, full_path, args.seed)
-    fine_tune(script_args, args, base, splits["retain"], splits, retain_path, args.seed)
-    stats = reference_stats(script_args, args, retain_path, eval_sets["forget"],
-                            os.path.join(out, "retain_stats.json"))
+    trains_retain = script_args.retain_model is None and script_args.reference_stats is None
+    base = None
+    if script_args.finetuned_model is None or trains_retain or script_args.sanity_check:
+        base = build_base(script_args, args, model_args, splits, os.path.join(out, "base"))
+    full_path = script_args.finetuned_model or os.path.join(out, "full")
+    if script_args.finetuned_model is None:
+        fine_tune(script_args, args, model_args, base, splits["full"], splits, full_path, args.seed)
+    tokenizer = AutoTokenizer.from_pretrained(full_path)
+    if script_args.reference_stats is not None:
+        stats = published_reference_stats(script_args, tokenizer, eval_sets["forget"])
+    else:
+        retain_path = script_args.retain_model or os.path.join(out, "retain")
+        if script_args.retain_model is None:
+            fine_tune(script_args, args, model_args, base, splits["retain"], splits, retain_path, args.seed)
+        stats = reference_stats(script_args, args, model_args, retain_path, tokenizer, eval_sets["forget"],
+                                os.path.join(out, "retain_stats.json"))
     sanity = None
     if script_args.sanity_check:  # a second retain model's truth ratios against the first's: forget quality ≈ 1?
         second = os.path.join(out, "retain_seed2")
-        fine_tune(script_args, args, base, splits["retain"], splits, second, args.seed + 1)
-        second_stats = reference_stats(script_args, args, second, eval_sets["forget"],
+        fine_tune(script_args, args, model_args, base, splits["retain"], splits, second, args.seed + 1)
+        second_stats = reference_stats(script_args, args, model_args, second, tokenizer, eval_sets["forget"],
                                        os.path.join(out, "retain_seed2_stats.json"))
         sanity = forget_quality(second_stats["truth_ratios"], stats["truth_ratios"])
     for method in script_args.methods:
-        unlearn(script_args, args, method, full_path, splits, eval_sets, stats, os.path.join(out, "unlearn", method))
+        unlearn(script_args, args, model_args, method, full_path, splits, eval_sets, stats,
+                os.path.join(out, "unlearn", method))
     if state.is_main_process:
         with outside_zero3(args):
-            summary = report(script_args, args, eval_sets, full_path, sanity)
+            summary = report(script_args, args, model_args, eval_sets, full_path, sanity)
         for method, row in summary["best"].items():
             print(f"{method:>10}: best epoch {row['epoch'] or 0:.0f}  forget quality {row['tofu/forget_quality']:.3g}"
                   f"  model utility {row['tofu/model_utility']:.3f}")
@@ -367,12 +503,12 @@ def main(script_args: TOFUScriptArguments, args: NPOConfig) -> dict | None:
 
 
 if __name__ == "__main__":
-    parser = TrlParser((TOFUScriptArguments, NPOConfig))
+    parser = TrlParser((TOFUScriptArguments, NPOConfig, ModelConfig))
     # Defaults for the built-in tiny model on the CPU; examples/configs/tofu_llama2.yaml sets the paper's.
     parser.set_defaults(output_dir="results/tofu", num_train_epochs=10, learning_rate=3e-4,
                         per_device_train_batch_size=32, lr_scheduler_type="constant", logging_steps=5,
                         save_strategy="no", report_to="none", gradient_checkpointing=False, beta=0.1, max_length=128)
-    script_args, training_args = parser.parse_args_and_config()
-    main(script_args, training_args)
+    script_args, training_args, model_args = parser.parse_args_and_config()
+    main(script_args, training_args, model_args)
     gc.collect()  # free the trainers' wrappers, which hold the process group, then destroy it: a clean exit
     PartialState().destroy_process_group()

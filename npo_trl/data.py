@@ -7,6 +7,9 @@ A forget (or retain) dataset is one of TRL's formats, plain or conversational:
   message is the completion and the earlier ones the prompt);
 - prompt + rejected (+ chosen): a preference dataset's rejected answers used as the forget answers; its chosen
   answers serve as replacement answers for `forget_loss="idk"`/`"dpo"`.
+
+Conversational rows may carry a `chat_template_kwargs` column (e.g. a fixed `date_string`), which TRL passes to the
+chat template when it tokenizes them.
 """
 
 import random
@@ -112,6 +115,8 @@ def to_unlearning_rows(
             num_empty += 1
             continue
         new = {"prompt": prompt, "completion": completion, "row_index": index}
+        if conversational and row.get("chat_template_kwargs"):  # TRL passes them to the chat template
+            new["chat_template_kwargs"] = row["chat_template_kwargs"]
         if replacement_column is not None:
             if source is not None:
                 replacement = row[source]

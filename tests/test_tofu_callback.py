@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM
 
 from npo_trl import NPOConfig, NPOTrainer
 from npo_trl.tofu.callback import TOFUCallback
-from npo_trl.tofu.metrics import METRICS, compute_reference_stats
+from npo_trl.tofu import compute_reference_stats
+from npo_trl.tofu.metrics import METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "tests" / "scripts" / "tofu_callback.py")

@@ -223,12 +223,12 @@ def test_prompt_completion_plain_rows_are_accepted_by_the_trainer(real, syntheti
 
 def test_prompt_completion_chat_rows_are_accepted_by_the_trainer(synthetic):
     forget = synthetic["forget05_perturbed"]
-    rows = to_prompt_completion(forget, conversational=True)
+    rows = to_prompt_completion(forget, "chat")
     assert rows[0]["prompt"] == [{"role": "user", "content": forget[0]["question"]}]
     assert rows[0]["completion"] == [{"role": "assistant", "content": forget[0]["answer"]}]
     normalised, num_empty = to_unlearning_rows(rows.to_list(), "forget")
     assert num_empty == 0 and len(normalised) == 200
-    paraphrased = to_prompt_completion(forget, True, "{paraphrased_question}", "{paraphrased_answer}")
+    paraphrased = to_prompt_completion(forget, "chat", "{paraphrased_question}", "{paraphrased_answer}")
     assert paraphrased[3]["completion"][0]["content"] == forget[3]["paraphrased_answer"]
 
 

@@ -75,11 +75,7 @@ def test_zero3_unlearning_stage_on_two_cpu_processes(tiny_run):
 
 
 def test_the_real_tofu_files_feed_the_data_stages(tmp_path):
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import tofu
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    tofu = import_example()
     script_args = tofu.TOFUScriptArguments(dataset=str(TOFU_DIR), forget_split="forget01")
     splits = tofu.load_splits(script_args)
     sizes = {k: len(v) for k, v in splits.items()}
@@ -89,3 +85,83 @@ def test_the_real_tofu_files_feed_the_data_stages(tmp_path):
     tokenizer = tofu.train_tokenizer(tofu.corpus(subset), vocab_size=400)
     question = splits["forget"][0]["question"]
     assert tokenizer.decode(tokenizer(question)["input_ids"], skip_special_tokens=True) == question
+
+
+def import_example():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import tofu
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    return tofu
+
+
+def test_num_authors_cuts_tofus_files_consistently():
+    tofu = import_example()
+    splits = tofu.load_splits(tofu.TOFUScriptArguments(dataset=str(TOFU_DIR), forget_split="forget05", num_authors=14))
+    # forget05 = the last 10 authors, kept whole; the first 4 authors of `full` are the retain authors.
+    assert {k: len(splits[k]) for k in ("full", "forget", "retain", "eval_forget", "eval_retain")} == {
+        "full": 280, "forget": 200, "retain": 80, "eval_forget": 200, "eval_retain": 80}
+    assert set(splits["eval_retain"]["question"]) <= set(splits["retain"]["question"])
+    assert list(splits["full"]["question"]) == list(splits["retain"]["question"]) + list(splits["forget"]["question"])
+    wide = tofu.load_splits(tofu.TOFUScriptArguments(dataset=str(TOFU_DIR), forget_split="forget01", num_authors=30))
+    assert len(wide["eval_retain"]) == 400  # TOFU's retain evaluation set covers the first 20 authors of `full`
+    with pytest.raises(ValueError, match="must exceed the forget split's 10 authors"):
+        tofu.load_splits(tofu.TOFUScriptArguments(dataset=str(TOFU_DIR), forget_split="forget05", num_authors=10))
+
+
+def run_published(output_dir: Path, *args: str) -> list[dict]:
+    """examples/tofu.py on TOFU's own files (2 forget + 2 retain authors) from given models; the unlearning log."""
+    command = [sys.executable, str(SCRIPT), "--output_dir", str(output_dir), "--dataset", str(TOFU_DIR),
+               "--forget_split", "forget01", "--num_authors", "4", "--methods", "npo", "--num_train_epochs", "1",
+               "--max_samples", "6", "--max_new_tokens", "4", "--max_length", "512", "--eval_batch_size", "8",
+               "--prompt_format", "tofu_phi", "--disable_tqdm", "true", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return [json.loads(line) for line in (output_dir / "unlearn" / "npo" / "tofu_metrics.jsonl").open()]
+
+
+def test_published_models_and_logs_skip_the_training_stages(tmp_path, finetuned_dir, tokenizer):
+    """--finetuned_model and --retain_model (here one tiny model for both: forget quality 1 before unlearning), then
+    the retain model's open-unlearning log instead of the model."""
+    rows = run_published(tmp_path / "models", "--finetuned_model", finetuned_dir, "--retain_model", finetuned_dir)
+    assert not any((tmp_path / "models" / stage).exists() for stage in ("base", "full", "retain"))
+    stats = json.loads((tmp_path / "models" / "retain_stats.json").read_text())
+    assert stats["model"] == finetuned_dir and stats["num_rows"] == 6 and stats["token_boundary"] == "common_prefix"
+    assert len(rows) == 2 and rows[0]["tofu/forget_quality"] == 1.0 and math.isfinite(rows[1]["tofu/forget_quality"])
+
+    from npo_trl.tofu import compute_reference_stats, load_tofu
+    from transformers import AutoModelForCausalLM
+
+    forget = load_tofu(TOFU_DIR, "forget01_perturbed")
+    every_row = compute_reference_stats(AutoModelForCausalLM.from_pretrained(finetuned_dir), tokenizer, forget,
+                                        prompt_format="tofu_phi")["truth_ratios"]
+    log = tmp_path / "TOFU_EVAL.json"  # open-unlearning's layout, as its evaluator writes it for a retain model
+    log.write_text(json.dumps({"forget_truth_ratio": {"value_by_index": {str(i): {"score": r}
+                                                                         for i, r in enumerate(every_row)}}}))
+    rows = run_published(tmp_path / "log", "--finetuned_model", finetuned_dir, "--reference_stats", str(log))
+    assert rows[0]["tofu/forget_quality"] == pytest.approx(1.0)
+    assert not (tmp_path / "log" / "retain_stats.json").exists()
+
+
+def test_stage_arguments_that_cannot_run_are_refused():
+    tofu = import_example()
+    from trl import ModelConfig
+
+    with pytest.raises(ValueError, match="pass one"):
+        tofu.check_arguments(tofu.TOFUScriptArguments(retain_model="r", reference_stats="s.json"), ModelConfig())
+    with pytest.raises(ValueError, match="--finetuned_model skips the base model"):
+        tofu.check_arguments(tofu.TOFUScriptArguments(finetuned_model="f"), ModelConfig())
+    with pytest.raises(ValueError, match="--prompt_format 'llama' is unknown"):
+        tofu.check_arguments(tofu.TOFUScriptArguments(prompt_format="llama"), ModelConfig())
+
+
+def test_lora_unlearning_stage_saves_adapters_and_reports(tiny_run):
+    """ModelConfig's --use_peft flags reach the unlearning stage; the report loads the adapters onto `full`."""
+    run_example(tiny_run, "--methods", "simnpo", "--use_peft", "true", "--lora_r", "4", "--lora_target_modules",
+                "q_proj", "v_proj")
+    final = tiny_run / "unlearn" / "simnpo" / "final"
+    assert (final / "adapter_config.json").exists() and not (final / "config.json").exists()
+    rows = [json.loads(line) for line in (tiny_run / "unlearn" / "simnpo" / "tofu_metrics.jsonl").open()]
+    assert len(rows) == 2 and all(math.isfinite(r["tofu/forget_quality"]) for r in rows)
+    assert len(json.loads((tiny_run / "samples.json").read_text())["forget"]["simnpo"]) == 3

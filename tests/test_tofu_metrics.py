@@ -10,13 +10,14 @@ from conftest import CITIES, COLOURS, tiny_llama
 from datasets import Dataset
 
 from npo_trl import NPOConfig, NPOTrainer
+from npo_trl.tofu.reference import compute_reference_stats
+from npo_trl.prompts import get_prompt_format, tokenize_qa
+from npo_trl.tofu.evaluator import TOFUEvaluator
 from npo_trl.tofu.metrics import (
     METRICS,
     TOFUEvalSet,
-    TOFUEvaluator,
     can_share_prefix,
     candidate_logps,
-    compute_reference_stats,
     forget_quality,
     generate_answers,
     model_utility,
@@ -26,7 +27,6 @@ from npo_trl.tofu.metrics import (
     score_eval_set,
     select_rows,
     sequence_logps,
-    tokenize_qa,
     truth_ratio_score,
     truth_ratios,
 )
@@ -130,11 +130,11 @@ def test_answers_are_tokenized_as_npo_trainer_tokenizes_training_rows(tmp_path, 
 
 
 def test_templates_format_the_rows_like_to_prompt_completion(tokenizer):
-    prompt, completion = tokenize_qa(tokenizer, "Where does agent 3 live?", "Lunmere.", "plain",
-                                     "Q: {question}\nA:", " {answer}")
+    prompt, completion = tokenize_qa(tokenizer, "Where does agent 3 live?", "Lunmere.",
+                                     get_prompt_format("plain", "Q: {question}\nA:", " {answer}"))
     assert tokenizer.decode(prompt + completion) == "<s>Q: Where does agent 3 live?\nA: Lunmere.</s>"
-    with pytest.raises(ValueError, match="prompt_template may name only"):
-        tokenize_qa(tokenizer, "q", "a", "plain", "{title}: {question}")
+    with pytest.raises(ValueError, match="may name only the fields"):
+        tokenize_qa(tokenizer, "q", "a", get_prompt_format("plain", "{title}: {question}"))
 
 
 def test_bad_eval_rows_are_refused_naming_the_field(tokenizer):

@@ -12,7 +12,8 @@ from .data import (
     tofu_eval_sets,
     tofu_split_names,
 )
-from .metrics import TOFUEvaluator, compute_reference_stats, load_reference_stats
+from .evaluator import TOFUEvaluator
+from .reference import compute_reference_stats, load_reference_stats
 
 __all__ = [
     "TOFU_HUB_ID",

@@ -7,7 +7,8 @@ from accelerate.utils import is_peft_model
 from transformers import TrainerCallback
 from trl.trainer.utils import use_adapter
 
-from .metrics import METRICS, UTILITY_SETS, TOFUEvaluator
+from .evaluator import TOFUEvaluator
+from .metrics import METRICS, UTILITY_SETS
 
 JSONL_NAME = "tofu_metrics.jsonl"
 
@@ -60,41 +61,27 @@ class TOFUCallback(TrainerCallback):
             TOFU evaluation sets by name among `"forget"`, `"retain"`, `"real_authors"`, `"world_facts"`, e.g.
             `npo_trl.tofu.tofu_eval_sets(source, "forget10")`. See [`~npo_trl.tofu.TOFUEvaluator`].
         reference_stats (`dict`, `str` or `None`, *optional*):
-            The retain model's statistics from [`~npo_trl.tofu.compute_reference_stats`], or their JSON file. Without
-            them `tofu/forget_quality` is not computed (`null` in the JSONL).
+            The retain model's statistics from [`~npo_trl.tofu.compute_reference_stats`], or a file
+            [`~npo_trl.tofu.load_reference_stats`] reads (ours, open-unlearning's `TOFU_EVAL.json`, TOFU's
+            `eval_log_forget.json`). Without them `tofu/forget_quality` is not computed (`null` in the JSONL).
         eval_steps (`"epoch"`, `int` or `None`, *optional*, defaults to `"epoch"`):
             Evaluate at the end of each epoch, every `eval_steps` optimizer steps, or (`None`) only when the trainer
             evaluates.
-        max_samples (`int`, *optional*, defaults to `300`):
-            Rows scored per set at most (the paper's 300), a fixed subset drawn with `seed`.
-        batch_size (`int`, *optional*, defaults to `8`):
-            Rows per forward pass per process (each pass scores all candidate answers of its rows).
-        generation_batch_size (`int`, *optional*):
-            Rows per greedy-generation batch per process; by default `batch_size` (more is faster where memory
-            allows: the key-value cache holds rows × (prompt + `max_new_tokens`) tokens).
-        max_new_tokens (`int`, *optional*, defaults to `200`):
-            Length limit of the greedy answers ROUGE scores.
-        prompt_format (`str`, *optional*, defaults to `"plain"`):
-            `"plain"` or `"chat"`, as the training rows are formatted.
-        prompt_template, completion_template (`str`, *optional*):
-            The templates of `npo_trl.tofu.to_prompt_completion` the training rows were made with, if any.
-        seed (`int` or `None`, *optional*, defaults to `0`):
-            Seed of the `max_samples` subset; `None` takes the first rows, as TOFU's code does.
         eval_on_start (`bool`, *optional*, defaults to `True`):
             Evaluate at the start of training (step 0).
+        **evaluator_kwargs:
+            The evaluation's settings, as [`~npo_trl.tofu.TOFUEvaluator`] takes them: `max_samples` (default every
+            row), `seed`, `batch_size`, `generation_batch_size`, `max_new_tokens`, `prompt_format` (the format the
+            training rows were made with, e.g. `"plain"`, `"llama3_instruct"`), `prompt_template`,
+            `completion_template`, `token_boundary` and `mask_pad_tokens`.
     """
 
-    def __init__(self, processing_class, eval_sets, reference_stats=None, eval_steps="epoch", max_samples=300,
-                 batch_size=8, max_new_tokens=200, prompt_format="plain", prompt_template=None,
-                 completion_template=None, seed=0, eval_on_start=True, generation_batch_size=None):
+    def __init__(self, processing_class, eval_sets, reference_stats=None, eval_steps="epoch", eval_on_start=True,
+                 **evaluator_kwargs):
         if not (eval_steps is None or eval_steps == "epoch"
                 or (isinstance(eval_steps, int) and not isinstance(eval_steps, bool) and eval_steps >= 1)):
             raise ValueError(f"eval_steps={eval_steps!r}: use 'epoch', a number of steps >= 1, or None.")
-        self.evaluator = TOFUEvaluator(
-            processing_class, eval_sets, reference_stats, max_samples=max_samples, seed=seed, batch_size=batch_size,
-            max_new_tokens=max_new_tokens, prompt_format=prompt_format, prompt_template=prompt_template,
-            completion_template=completion_template, generation_batch_size=generation_batch_size,
-        )
+        self.evaluator = TOFUEvaluator(processing_class, eval_sets, reference_stats, **evaluator_kwargs)
         self.eval_steps, self.eval_on_start = eval_steps, eval_on_start
         self.trainer = None
         self._training = False

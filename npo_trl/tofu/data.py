@@ -14,10 +14,11 @@ names, so that tests and CPU examples run offline; it also has the larger forget
 import functools
 import os
 import random
-import string
 from pathlib import Path
 
 import datasets
+
+from ..prompts import PromptFormat, format_qa, get_prompt_format, template_fields
 
 TOFU_HUB_ID = "locuslab/TOFU"
 SYNTHETIC = "synthetic"
@@ -89,33 +90,32 @@ def tofu_eval_sets(source: str | os.PathLike, forget_split: str) -> dict[str, da
 
 def to_prompt_completion(
     dataset: datasets.Dataset,
-    conversational: bool = False,
+    prompt_format: "str | PromptFormat" = "plain",
     prompt_template: str | None = None,
     completion_template: str | None = None,
 ) -> datasets.Dataset:
-    """TOFU rows (question, answer, ...) as NPOTrainer's prompt/completion rows, plain or conversational.
+    """TOFU rows (question, answer, ...) as NPOTrainer's prompt/completion rows, in a prompt format.
 
-    The templates are filled with each row's fields. Plain rows default to prompt = question and
-    completion = " " + answer (the space separates them once concatenated); conversational rows default to the
-    bare question and answer as a user and an assistant message, the chat template doing the formatting.
+    `prompt_format` is a preset of `npo_trl.prompts.PROMPT_FORMATS` or a `PromptFormat` (the evaluator takes the same
+    one, so training rows and evaluation prompts agree): `"plain"` gives prompt = question and completion = " " +
+    answer; a chat format gives messages (after its system turn, if any), with its `chat_template_kwargs` in a
+    `chat_template_kwargs` column, which TRL passes to the chat template. The templates are filled with each row's
+    fields, so they may name any column (e.g. `{paraphrased_question}`).
     """
-    prompt_template = prompt_template or "{question}"
-    completion_template = completion_template or ("{answer}" if conversational else " {answer}")
-    for argument, template in (("prompt_template", prompt_template), ("completion_template", completion_template)):
-        fields = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
-        missing = sorted(fields - set(dataset.column_names))
+    prompt_format = get_prompt_format(prompt_format, prompt_template, completion_template)
+    for argument in ("prompt_template", "completion_template"):
+        template = getattr(prompt_format, argument)
+        missing = sorted(template_fields(template) - set(dataset.column_names))
         if missing:
             raise ValueError(
                 f"{argument}={template!r} names field(s) {missing} that the dataset lacks; its columns are "
                 f"{dataset.column_names}."
             )
-    rows = dataset.to_list()
-    prompts = [prompt_template.format(**row) for row in rows]
-    completions = [completion_template.format(**row) for row in rows]
-    if conversational:
-        prompts = [[{"role": "user", "content": p}] for p in prompts]
-        completions = [[{"role": "assistant", "content": c}] for c in completions]
-    return datasets.Dataset.from_dict({"prompt": prompts, "completion": completions})
+    rows = [format_qa(prompt_format, row) for row in dataset.to_list()]
+    columns = {"prompt": [p for p, _ in rows], "completion": [c for _, c in rows]}
+    if prompt_format.chat_template_kwargs:
+        columns["chat_template_kwargs"] = [dict(prompt_format.chat_template_kwargs)] * len(rows)
+    return datasets.Dataset.from_dict(columns)
 
 
 def idontknow_answers() -> list[str]:

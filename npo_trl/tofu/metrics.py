@@ -12,17 +12,18 @@ The definitions are those of TOFU's evaluation code, which the papers' numbers c
   model and of the retain model (a model never trained on the forget set). The paper reads ≥ 0.05 as forgotten.
 - **Model utility** is the harmonic mean of the 9 retain / real-authors / world-facts numbers above.
 
-Answers are scored on the token sequences [`~npo_trl.NPOTrainer`] trains on (DPOTrainer's tokenization): the
-prompt, then the completion plus EOS for plain text, or the chat template with a user and an assistant turn.
+Answers are scored on the token sequences [`~npo_trl.NPOTrainer`] trains on, in a `npo_trl.prompts.PromptFormat`
+(DPOTrainer's tokenization: the prompt, then the completion plus EOS for plain text, or the chat template), or with
+the reference evaluator's token boundary (`token_boundary="prompt_length"`). This module holds the formulas, the
+batched model passes and the evaluation sets; `evaluator.py` puts them together and `reference.py` reads the retain
+model's statistics.
 """
 
 import hashlib
 import json
 import math
-import os
 import random
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -31,16 +32,15 @@ from scipy.special import softmax
 from scipy.stats import hmean, ks_2samp
 from transformers import DynamicCache, GenerationConfig
 from transformers.cache_utils import DynamicLayer
-from trl.data_utils import _tokenize, common_prefix_length
 from trl.trainer.utils import pad
 
 from .. import losses
 from ..data import DataCollatorForUnlearning
+from ..prompts import _tokenizer, generation_prompt_ids, get_prompt_format, tokenize_qa
 
 EVAL_SETS = ("forget", "retain", "real_authors", "world_facts")
 UTILITY_SETS = ("retain", "real_authors", "world_facts")
 PARAPHRASED_SETS = ("forget", "retain")  # sets whose truth ratio compares with the paraphrased answer
-PROMPT_FORMATS = ("plain", "chat")
 # The 9 numbers whose harmonic mean is the model utility.
 UTILITY_METRICS = tuple(f"tofu/{name}_{m}" for name in UTILITY_SETS for m in ("prob", "rouge", "truth_ratio"))
 METRICS = ("tofu/forget_quality", "tofu/model_utility", "tofu/forget_prob", "tofu/forget_rouge",
@@ -130,78 +130,28 @@ def validate_rows(rows: Sequence[dict], name: str) -> None:
         num_perturbed = len(perturbed)
 
 
-def select_rows(rows: Sequence[dict], max_samples: int | None = 300, seed: int | None = 0) -> list[dict]:
-    """At most `max_samples` rows: all if fewer, else a fixed subset drawn with `seed` (in their original order).
-
-    `seed=None` takes the first `max_samples` rows instead, which is what TOFU's own `ds_size` does.
-    """
-    rows = list(rows)
-    if max_samples is None or len(rows) <= max_samples:
-        return rows
-    if max_samples < 1:
-        raise ValueError(f"max_samples must be >= 1 (got {max_samples}).")
+def select_indices(num_rows: int, max_samples: int | None = None, seed: int | None = 0) -> list[int]:
+    """The rows to score: all of them (`max_samples=None`, what the reference evaluator open-unlearning does), else at
+    most `max_samples`, a fixed subset drawn with `seed` (in their original order), or with `seed=None` the first
+    `max_samples` (what TOFU's original code, `ds_size: 300`, did)."""
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"max_samples must be >= 1 or None for every row (got {max_samples}).")
+    if max_samples is None or num_rows <= max_samples:
+        return list(range(num_rows))
     if seed is None:
-        return rows[:max_samples]
-    keep = sorted(random.Random(seed).sample(range(len(rows)), max_samples))
-    return [rows[i] for i in keep]
+        return list(range(max_samples))
+    return sorted(random.Random(seed).sample(range(num_rows), max_samples))
 
 
-def _tokenizer(processing_class):
-    return getattr(processing_class, "tokenizer", processing_class)
+def select_rows(rows: Sequence[dict], max_samples: int | None = None, seed: int | None = 0) -> list[dict]:
+    """The rows `select_indices` keeps."""
+    rows = list(rows)
+    return [rows[i] for i in select_indices(len(rows), max_samples, seed)]
 
 
 def _pad_token_id(processing_class) -> int:
     tokenizer = _tokenizer(processing_class)
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-
-def format_qa(processing_class, question: str, answer: str, prompt_format: str = "plain",
-              prompt_template: str | None = None, completion_template: str | None = None):
-    """The (prompt, completion) a question and answer become, as `npo_trl.tofu.to_prompt_completion` formats training
-    rows (same templates and defaults) and DPOTrainer then tokenizes them.
-
-    `"plain"`: `prompt_template` (default "{question}"), then `completion_template` (default " {answer}") + EOS, the
-    EOS that DPOTrainer adds to plain completions. `"chat"`: a user turn and an assistant turn (default "{answer}"),
-    rendered by the tokenizer's chat template.
-    """
-    if prompt_format not in PROMPT_FORMATS:
-        raise ValueError(f"prompt_format={prompt_format!r} is unknown: use one of {list(PROMPT_FORMATS)}.")
-    chat = prompt_format == "chat"
-    templates = {"prompt_template": (prompt_template or "{question}", {"question": question}),
-                 "completion_template": (completion_template or ("{answer}" if chat else " {answer}"),
-                                         {"answer": answer})}
-    try:
-        prompt, completion = (template.format(**fields) for template, fields in templates.values())
-    except (KeyError, IndexError, ValueError) as e:
-        raise ValueError(f"prompt_template may name only {{question}} and completion_template only {{answer}} (got "
-                         f"{prompt_template!r} and {completion_template!r}).") from e
-    if chat:
-        return [{"role": "user", "content": prompt}], [{"role": "assistant", "content": completion}]
-    return prompt, completion + _tokenizer(processing_class).eos_token
-
-
-def prompt_ids(processing_class, question: str, prompt_format: str = "plain", prompt_template: str | None = None
-               ) -> list[int]:
-    """The tokens a model is prompted with to answer `question` (the chat template's generation prompt for chat)."""
-    prompt, _ = format_qa(processing_class, question, "", prompt_format, prompt_template)
-    kwargs = {"add_generation_prompt": True} if prompt_format == "chat" else {}
-    return list(_tokenize(processing_class, prompt, **kwargs)["input_ids"])
-
-
-def tokenize_qa(processing_class, question: str, answer: str, prompt_format: str = "plain",
-                prompt_template: str | None = None, completion_template: str | None = None):
-    """(prompt_ids, completion_ids) as DPOTrainer tokenizes them: prompt and prompt+completion separately, the
-    completion starting where the two diverge."""
-    if prompt_format == "chat" and getattr(_tokenizer(processing_class), "chat_template", None) is None:
-        raise ValueError("prompt_format='chat' needs a tokenizer with a chat_template: set one, or use 'plain'.")
-    prompt, completion = format_qa(processing_class, question, answer, prompt_format, prompt_template,
-                                   completion_template)
-    prefix = prompt_ids(processing_class, question, prompt_format, prompt_template)
-    full = list(_tokenize(processing_class, prompt + completion)["input_ids"])
-    start = common_prefix_length(prefix, full)
-    if start == len(full):
-        raise ValueError(f"The answer {answer!r:.60} tokenizes to no tokens after the question {question!r:.60}.")
-    return prefix[:start], full[start:]
 
 
 # ---------------------------------------------------------------- batched model passes
@@ -210,10 +160,17 @@ def _device(model) -> torch.device:
     return device if isinstance(device, torch.device) else next(model.parameters()).device
 
 
-def _collate(prompts, completions, pad_token_id: int, device) -> dict[str, torch.Tensor]:
-    """Right-padded input_ids, attention_mask and completion_mask, collated exactly as for training."""
+def _collate(prompts, completions, pad_token_id: int, device, mask_pad_tokens: bool = False
+             ) -> dict[str, torch.Tensor]:
+    """Right-padded input_ids, attention_mask and completion_mask, collated exactly as for training.
+
+    `mask_pad_tokens` also hides every token equal to the pad token inside the text from attention, as the reference
+    evaluator's collator does (attention_mask = input_ids != pad_token_id): see `TOFUEvaluator`'s `mask_pad_tokens`.
+    """
     collator = DataCollatorForUnlearning(pad_token_id=pad_token_id)
     batch = collator([{"prompt_ids": p, "completion_ids": c} for p, c in zip(prompts, completions, strict=True)])
+    if mask_pad_tokens:
+        batch["attention_mask"] = batch["attention_mask"] * (batch["input_ids"] != pad_token_id)
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -222,23 +179,30 @@ def _logits(model, batch) -> torch.Tensor:
     return logits[:, -batch["input_ids"].size(1):]  # prompt-learning PEFT prepends virtual tokens
 
 
+def _at_least_fp32(logits: torch.Tensor) -> torch.Tensor:
+    """Logits in float32, or float64 when the model computes in it (log-softmax of bf16/fp16 logits loses digits)."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
 def _completion_logps(logits, input_ids, completion_mask) -> torch.Tensor:
     """Mean log π(token | prefix) over the completion tokens of each row; log-softmax taken at those positions only."""
     mask = completion_mask[:, 1:].bool()
-    selected = logits[:, :-1][mask].float()  # (completion tokens, vocab)
+    selected = _at_least_fp32(logits[:, :-1][mask])  # (completion tokens, vocab)
     targets = input_ids[:, 1:][mask]
     token_logps = selected.gather(-1, targets[:, None]).squeeze(-1) - selected.logsumexp(-1)
     rows = torch.arange(len(input_ids), device=input_ids.device)[:, None].expand_as(mask)[mask]
-    sums = torch.zeros(len(input_ids), device=input_ids.device).index_add_(0, rows, token_logps)
+    sums = torch.zeros(len(input_ids), dtype=token_logps.dtype, device=input_ids.device).index_add_(0, rows,
+                                                                                                  token_logps)
     return sums / mask.sum(1)
 
 
 @torch.no_grad()
 def sequence_logps(model, prompts: Sequence[list[int]], completions: Sequence[list[int]], pad_token_id: int,
-                   device=None) -> torch.Tensor:
+                   device=None, mask_pad_tokens: bool = False) -> torch.Tensor:
     """Length-normalised log-probability of each completion given its prompt: the mean over the completion tokens
-    of log π(token | prefix), for the whole batch in one forward pass. Returns a float32 tensor of shape (rows,)."""
-    batch = _collate(prompts, completions, pad_token_id, device or _device(model))
+    of log π(token | prefix), for the whole batch in one forward pass. Returns a tensor of shape (rows,), float32
+    (float64 for a float64 model)."""
+    batch = _collate(prompts, completions, pad_token_id, device or _device(model), mask_pad_tokens)
     return _completion_logps(_logits(model, batch), batch["input_ids"], batch["completion_mask"])
 
 
@@ -273,7 +237,7 @@ def can_share_prefix(model) -> bool:
 
 @torch.no_grad()
 def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[list[int]], num_candidates: int,
-                    pad_token_id: int, device=None) -> torch.Tensor:
+                    pad_token_id: int, device=None, mask_pad_tokens: bool = False) -> torch.Tensor:
     """`sequence_logps` of rows that each hold `num_candidates` consecutive (prompt, completion) pairs with a common
     question (TOFU scores an answer, its paraphrase and its perturbations), shape (rows, num_candidates).
 
@@ -291,16 +255,17 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
     shared = [shared_prefix_length(group) - 1 for group in groups]  # the cached part of each row's prompt
     if min(shared) < 1:
         raise ValueError("candidate_logps needs every row's candidates to share a prompt of >= 2 tokens.")
-    prefix = _collate([g[0][:n] for g, n in zip(groups, shared)], [[]] * len(groups), pad_token_id, device)
+    prefix = _collate([g[0][:n] for g, n in zip(groups, shared)], [[]] * len(groups), pad_token_id, device,
+                      mask_pad_tokens)
     supports_keep = getattr(model, "_supports_logits_to_keep", lambda: False)()
     cache = model(input_ids=prefix["input_ids"], attention_mask=prefix["attention_mask"], use_cache=True,
                   position_ids=torch.arange(prefix["input_ids"].size(1), device=device).expand_as(prefix["input_ids"]),
-                  **({"logits_to_keep": 1} if supports_keep else {})).past_key_values
+                  **({"logits_to_keep": 1} if supports_keep else {})).cache
     cache.batch_repeat_interleave(k)
     offsets = [n for n in shared for _ in range(k)]
-    rest = _collate([p[n:] for p, n in zip(prompts, offsets)], completions, pad_token_id, device)
+    rest = _collate([p[n:] for p, n in zip(prompts, offsets)], completions, pad_token_id, device, mask_pad_tokens)
     positions = torch.tensor(offsets, device=device)[:, None] + torch.arange(rest["input_ids"].size(1), device=device)
-    logits = model(input_ids=rest["input_ids"], use_cache=True, past_key_values=cache, position_ids=positions,
+    logits = model(input_ids=rest["input_ids"], use_cache=True, cache=cache, position_ids=positions,
                    attention_mask=torch.cat([prefix["attention_mask"].repeat_interleave(k, 0),
                                              rest["attention_mask"]], dim=1)).logits
     return _completion_logps(logits, rest["input_ids"], rest["completion_mask"]).view(-1, k)
@@ -308,59 +273,70 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
 
 @torch.no_grad()
 def reference_kl(model, ref_model, prompts: Sequence[list[int]], completions: Sequence[list[int]],
-                 pad_token_id: int, device=None) -> torch.Tensor:
+                 pad_token_id: int, device=None, mask_pad_tokens: bool = False) -> torch.Tensor:
     """Per row, KL(π_ref ‖ π_θ) between next-token distributions, averaged over the completion tokens (the direction
     of `npo_trl.losses.kl_loss` and of the NPO authors' code)."""
-    batch = _collate(prompts, completions, pad_token_id, device or _device(model))
-    logprobs, ref_logprobs = (_logits(m, batch)[:, :-1].float().log_softmax(-1) for m in (model, ref_model))
+    batch = _collate(prompts, completions, pad_token_id, device or _device(model), mask_pad_tokens)
+    logprobs, ref_logprobs = (_at_least_fp32(_logits(m, batch)[:, :-1]).log_softmax(-1) for m in (model, ref_model))
     mask = batch["completion_mask"][:, 1:].bool()
     return torch.stack([losses.kl_loss(lp[m], ref_lp[m]) for lp, ref_lp, m in zip(logprobs, ref_logprobs, mask)])
 
 
 @torch.no_grad()
 def generate_answers(model, processing_class, prompts: Sequence[list[int]], max_new_tokens: int = 200,
-                     synced_gpus: bool = False, device=None) -> list[str]:
-    """Greedy answers to a batch of left-padded prompts, stopping at EOS; the new tokens, decoded."""
+                     synced_gpus: bool = False, device=None, mask_pad_tokens: bool = False) -> list[str]:
+    """Greedy answers to a batch of left-padded prompts, stopping at EOS; the new tokens, decoded (special tokens
+    skipped, surrounding whitespace stripped). `mask_pad_tokens` as for `_collate`."""
     tokenizer, pad_token_id = _tokenizer(processing_class), _pad_token_id(processing_class)
     eos_token_id = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     device = device or _device(model)
     input_ids = pad([torch.tensor(p) for p in prompts], padding_value=pad_token_id, padding_side="left").to(device)
     attention_mask = pad([torch.ones(len(p), dtype=torch.long) for p in prompts], padding_value=0,
                          padding_side="left").to(device)
+    if mask_pad_tokens:
+        attention_mask = attention_mask * (input_ids != pad_token_id)
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_token_id,
                               eos_token_id=eos_token_id if eos_token_id is not None else tokenizer.eos_token_id)
     out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
                          synced_gpus=synced_gpus)
-    return tokenizer.batch_decode(out[:, input_ids.size(1):], skip_special_tokens=True)
+    return [answer.strip() for answer in tokenizer.batch_decode(out[:, input_ids.size(1):], skip_special_tokens=True)]
 
 
 # ---------------------------------------------------------------- evaluation sets
 class TOFUEvalSet:
     """One TOFU evaluation set, selected, validated and tokenized once.
 
-    Each row keeps its generation prompt and its candidate (prompt, completion) token pairs in a fixed order: the
-    answer, then the paraphrased answer (forget and retain only), then the perturbed answers.
+    Each row keeps its generation prompt and its candidate (context, answer) token pairs in a fixed order: the
+    answer, then the paraphrased answer (forget and retain only), then the perturbed answers. `indices` are the
+    selected rows' positions among the `num_source_rows` rows given (see `select_indices`); `prompt_format` is a preset
+    name or a `npo_trl.prompts.PromptFormat`, and `token_boundary` is `npo_trl.prompts.tokenize_qa`'s.
     """
 
-    def __init__(self, name, rows, processing_class, max_samples=300, seed=0, prompt_format="plain",
-                 prompt_template=None, completion_template=None):
+    def __init__(self, name, rows, processing_class, max_samples=None, seed=0, prompt_format="plain",
+                 prompt_template=None, completion_template=None, token_boundary="common_prefix"):
         rows = list(rows)
         validate_rows(rows, name)
         self.name = name
-        formatting = (prompt_format, prompt_template, completion_template)
-        self.rows = select_rows(rows, max_samples, seed)
+        self.prompt_format = get_prompt_format(prompt_format, prompt_template, completion_template)
+        self.token_boundary = token_boundary
+        self.num_source_rows, self.source_answers = len(rows), [row["answer"] for row in rows]
+        self.indices = select_indices(len(rows), max_samples, seed)
+        self.rows = [rows[i] for i in self.indices]
         self.has_paraphrase = name in PARAPHRASED_SETS
         self.num_perturbed = len(self.rows[0]["perturbed_answer"])
         self.answers = [row["answer"] for row in self.rows]
-        self.prompts = [prompt_ids(processing_class, row["question"], *formatting[:2]) for row in self.rows]
+        self.prompts = [generation_prompt_ids(processing_class, row["question"], self.prompt_format)
+                        for row in self.rows]
         self.candidates = [
-            [tokenize_qa(processing_class, row["question"], text, *formatting) for text in self._texts(row)]
+            [tokenize_qa(processing_class, row["question"], text, self.prompt_format, token_boundary)
+             for text in self._texts(row)]
             for row in self.rows
         ]
         # candidate_logps can run each question once when every row's candidates share >= 2 prompt tokens
         self.lengths = [max(len(p) + len(c) for p, c in pairs) for pairs in self.candidates]
         self.shares_prompt = min(shared_prefix_length([p for p, _ in c]) for c in self.candidates) >= 2
         fields = [[row["question"], *self._texts(row)] for row in self.rows]
+        formatting = [self.prompt_format.to_dict(), token_boundary]
         self.fingerprint = hashlib.sha256(json.dumps([formatting, fields]).encode()).hexdigest()
 
     def _texts(self, row) -> list[str]:
@@ -382,10 +358,10 @@ def _shard(num_rows: int, accelerator) -> list[int]:
 @torch.no_grad()
 def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, *, ref_model=None, batch_size: int = 8,
                    max_new_tokens: int = 200, generate: bool = True, accelerator=None, synced_gpus: bool = False,
-                   generation_batch_size: int | None = None) -> dict[str, np.ndarray]:
+                   generation_batch_size: int | None = None, mask_pad_tokens: bool = False) -> dict[str, np.ndarray]:
     """Per-row scores of one set: `answer_logps`, `correct_logps`, `perturbed_logps` (rows, n) (length-normalised),
     `rouge` (with `generate`, `generation_batch_size` rows at a time, by default `batch_size`) and `kl` (with
-    `ref_model`).
+    `ref_model`). `mask_pad_tokens` as for `_collate`.
 
     With `accelerator`, each process scores its shard of the rows and the scores are gathered; the model must
     already be unwrapped (see `TOFUEvaluator.evaluate`).
@@ -406,16 +382,17 @@ def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, *, ref_model=
     for rows in batches(batch_size):
         pairs = [pair for i in rows for pair in eval_set.candidates[i]]  # every candidate of the batch, stacked
         if share_prompt:
-            logps.append(candidate_logps(model, *zip(*pairs), num_candidates, pad_token_id, device))
+            logps.append(candidate_logps(model, *zip(*pairs), num_candidates, pad_token_id, device, mask_pad_tokens))
         else:
-            logps.append(sequence_logps(model, *zip(*pairs), pad_token_id, device).view(len(rows), num_candidates))
+            logps.append(sequence_logps(model, *zip(*pairs), pad_token_id, device, mask_pad_tokens)
+                         .view(len(rows), num_candidates))
         if ref_model is not None:
             kl.append(reference_kl(model, ref_model, *zip(*[eval_set.candidates[i][0] for i in rows]), pad_token_id,
-                                   device))
+                                   device, mask_pad_tokens))
     if generate:
         for rows in batches(generation_batch_size or batch_size):
             answers = generate_answers(model, processing_class, [eval_set.prompts[i] for i in rows], max_new_tokens,
-                                       synced_gpus, device)
+                                       synced_gpus, device, mask_pad_tokens)
             rouge.append(torch.tensor(rouge_l_recall(answers, [eval_set.answers[i] for i in rows]), device=device))
     nan = torch.full((len(indices),), float("nan"), device=device)
     columns = torch.cat([torch.cat(logps).double(), (torch.cat(rouge) if rouge else nan).double()[:, None],
@@ -452,166 +429,3 @@ def set_metrics(name: str, scores: dict[str, np.ndarray]) -> dict[str, float | N
     return metrics
 
 
-# ---------------------------------------------------------------- the evaluator
-class TOFUEvaluator:
-    r"""
-    Computes TOFU's metrics for a model: forget quality, model utility and their components.
-
-    Parameters:
-        processing_class ([`~transformers.PreTrainedTokenizerBase`]):
-            The tokenizer of the model (the one the trainer uses).
-        eval_sets (`dict[str, Dataset | list[dict]]`):
-            TOFU evaluation sets by name, among `"forget"`, `"retain"`, `"real_authors"`, `"world_facts"`
-            (e.g. `npo_trl.tofu.tofu_eval_sets(...)`). Forget and retain rows have `question`, `answer`,
-            `paraphrased_answer`, `perturbed_answer` (list); the others `question`, `answer`, `perturbed_answer`.
-            Model utility needs the last three; forget quality needs `"forget"` and `reference_stats`.
-        reference_stats (`dict`, `str` or `None`, *optional*):
-            The retain model's statistics from [`compute_reference_stats`] (or the path of their JSON file). Without
-            them forget quality is `None`.
-        max_samples (`int`, *optional*, defaults to `300`):
-            Rows scored per set at most (the paper's 300), a fixed subset drawn with `seed`.
-        seed (`int` or `None`, *optional*, defaults to `0`):
-            Seed of that subset; `None` takes the first rows, as TOFU's code does.
-        batch_size (`int`, *optional*, defaults to `8`):
-            Rows per forward pass per process; each pass scores all of their candidate answers
-            (`batch_size × (2 + 5)` sequences on the forget set), running each question once.
-        generation_batch_size (`int`, *optional*):
-            Rows per greedy-generation batch per process; by default `batch_size`. On a CPU, or a GPU with memory to
-            spare, several times `batch_size` cuts the decoding steps (the key-value cache grows with it: rows ×
-            (prompt + `max_new_tokens`) tokens).
-        max_new_tokens (`int`, *optional*, defaults to `200`):
-            Length limit of the greedy answers that ROUGE scores.
-        prompt_format (`str`, *optional*, defaults to `"plain"`):
-            `"plain"` (question, then " " + answer) or `"chat"` (the tokenizer's chat template), as in training.
-        prompt_template, completion_template (`str`, *optional*):
-            The templates the training rows were made with (`npo_trl.tofu.to_prompt_completion`), naming
-            `{question}` and `{answer}`; by default the bare question and (" " +) answer.
-    """
-
-    def __init__(self, processing_class, eval_sets, reference_stats=None, max_samples=300, seed=0, batch_size=8,
-                 max_new_tokens=200, prompt_format="plain", prompt_template=None, completion_template=None,
-                 generation_batch_size=None):
-        if not eval_sets:
-            raise ValueError(f"eval_sets is empty: give TOFU evaluation sets by name among {list(EVAL_SETS)}.")
-        if prompt_format not in PROMPT_FORMATS:
-            raise ValueError(f"prompt_format={prompt_format!r} is unknown: use one of {list(PROMPT_FORMATS)}.")
-        if batch_size < 1 or max_new_tokens < 1 or (generation_batch_size is not None and generation_batch_size < 1):
-            raise ValueError(f"batch_size, max_new_tokens and generation_batch_size must be >= 1 (got {batch_size}, "
-                             f"{max_new_tokens}, {generation_batch_size}).")
-        self.processing_class, self.batch_size, self.max_new_tokens = processing_class, batch_size, max_new_tokens
-        self.generation_batch_size = generation_batch_size or batch_size
-        self.sets = {name: TOFUEvalSet(name, rows, processing_class, max_samples, seed, prompt_format,
-                                       prompt_template, completion_template)
-                     for name, rows in eval_sets.items()}
-        if isinstance(reference_stats, (str, os.PathLike)):
-            reference_stats = load_reference_stats(reference_stats)
-        if reference_stats is not None:
-            if "forget" not in self.sets:
-                raise ValueError("reference_stats are given but eval_sets has no 'forget' set to compare them with.")
-            if reference_stats.get("fingerprint") != self.sets["forget"].fingerprint:
-                raise ValueError(
-                    "reference_stats were computed on other forget rows or another format than this forget set "
-                    f"(max_samples={max_samples}, seed={seed}, prompt_format={prompt_format!r}, templates): recompute "
-                    "them with compute_reference_stats(retain_model, tokenizer, forget_set, ...), same settings."
-                )
-        self.reference_stats = reference_stats
-
-    @torch.no_grad()
-    def evaluate(self, model, ref_model=None, accelerator=None, gradient_checkpointing_kwargs=None
-                 ) -> dict[str, float | None]:
-        """All metrics of `model` (`tofu/...` keys; `None` where an input is missing), the same on every process.
-
-        `ref_model` (the model before unlearning, or any callable model) adds the forget-set KL. With `accelerator`,
-        `model` may be wrapped (DDP, DeepSpeed): it is unwrapped for generation, with `synced_gpus` under ZeRO-3.
-        The model runs in eval mode and gets its train/eval mode back.
-        """
-        if accelerator is None:
-            return self._evaluate(model, ref_model, None, False)
-        from trl.distributed import DistributedBackend
-        from trl.models.utils import unwrap_model_for_generation
-
-        zero3 = DistributedBackend(accelerator).is_zero3
-        with unwrap_model_for_generation(model, accelerator, gather_deepspeed3_params=False,
-                                         gradient_checkpointing_kwargs=gradient_checkpointing_kwargs) as unwrapped:
-            return self._evaluate(unwrapped, ref_model, accelerator, zero3)
-
-    def _evaluate(self, model, ref_model, accelerator, synced_gpus):
-        was_training = model.training
-        model.eval()
-        try:
-            scores = {
-                name: score_eval_set(model, self.processing_class, eval_set, batch_size=self.batch_size,
-                                     ref_model=ref_model if name == "forget" else None,
-                                     max_new_tokens=self.max_new_tokens, accelerator=accelerator,
-                                     synced_gpus=synced_gpus, generation_batch_size=self.generation_batch_size)
-                for name, eval_set in self.sets.items()
-            }
-        finally:
-            model.train(was_training)
-        metrics = dict.fromkeys(METRICS)
-        for name, set_scores in scores.items():
-            metrics.update(set_metrics(name, set_scores))
-        if self.reference_stats is not None:
-            ratios = truth_ratios(scores["forget"]["correct_logps"], scores["forget"]["perturbed_logps"])
-            metrics["tofu/forget_quality"] = forget_quality(ratios, self.reference_stats["truth_ratios"])
-        if all(name in self.sets for name in UTILITY_SETS):
-            metrics["tofu/model_utility"] = model_utility([metrics[key] for key in UTILITY_METRICS])
-        return metrics
-
-
-# ---------------------------------------------------------------- the retain model's statistics
-def _model_id(model) -> str | None:
-    config = getattr(model, "config", None)
-    return getattr(config, "_name_or_path", None) or None
-
-
-def compute_reference_stats(model, processing_class, forget_eval_set, *, max_samples=300, seed=0, batch_size=8,
-                            prompt_format="plain", prompt_template=None, completion_template=None, cache_path=None,
-                            accelerator=None) -> dict[str, Any]:
-    """The retain model's truth ratios on the forget set: what forget quality compares the unlearned model with.
-
-    `model` is the retain model (fine-tuned without the forget set; TOFU publishes one per split), a plain model on
-    `accelerator.device` when `accelerator` is given (each process then scores a shard of the rows). Under DeepSpeed
-    ZeRO-3, load it before creating the training arguments, or later loads partition it for a DeepSpeed engine.
-    Use the same `max_samples`, `seed` and format (`prompt_format`, templates) as the evaluation. With `cache_path`,
-    statistics saved there for the same rows and model are loaded instead of recomputed, and new ones are saved
-    there (JSON).
-    """
-    evaluator = TOFUEvaluator(processing_class, {"forget": forget_eval_set}, max_samples=max_samples, seed=seed,
-                              batch_size=batch_size, prompt_format=prompt_format, prompt_template=prompt_template,
-                              completion_template=completion_template)
-    forget = evaluator.sets["forget"]
-    if cache_path is not None and os.path.exists(cache_path):
-        stats = load_reference_stats(cache_path)
-        if stats["fingerprint"] == forget.fingerprint and stats.get("model") == _model_id(model):
-            return stats
-    was_training = model.training
-    model.eval()
-    try:
-        scores = score_eval_set(model, processing_class, forget, batch_size=batch_size, generate=False,
-                                accelerator=accelerator)
-    finally:
-        model.train(was_training)
-    stats = {
-        "truth_ratios": truth_ratios(scores["correct_logps"], scores["perturbed_logps"]).tolist(),
-        "fingerprint": forget.fingerprint,
-        "num_rows": len(forget),
-        "max_samples": max_samples,
-        "seed": seed,
-        "prompt_format": prompt_format,
-        "model": _model_id(model),
-    }
-    if cache_path is not None and (accelerator is None or accelerator.is_main_process):
-        os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
-        with open(cache_path, "w") as f:
-            json.dump(stats, f, indent=1)
-    return stats
-
-
-def load_reference_stats(path) -> dict[str, Any]:
-    """Statistics saved by [`compute_reference_stats`]."""
-    with open(path) as f:
-        stats = json.load(f)
-    if not isinstance(stats, dict) or not {"truth_ratios", "fingerprint"} <= set(stats):
-        raise ValueError(f"{path} holds no reference statistics: create it with compute_reference_stats(...).")
-    return stats

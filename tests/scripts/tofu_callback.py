@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from npo_trl import NPOConfig, NPOTrainer
 from npo_trl.tofu.callback import TOFUCallback
-from npo_trl.tofu.metrics import compute_reference_stats
+from npo_trl.tofu import compute_reference_stats
 
 
 def main(model_dir, sets_path, output_dir, batch_size):

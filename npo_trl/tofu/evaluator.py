@@ -1,0 +1,149 @@
+"""`TOFUEvaluator`: every TOFU metric of a model, on one or several processes."""
+
+import os
+
+import torch
+
+from ..prompts import TOKEN_BOUNDARIES
+from .metrics import (
+    EVAL_SETS,
+    METRICS,
+    UTILITY_METRICS,
+    UTILITY_SETS,
+    TOFUEvalSet,
+    forget_quality,
+    model_utility,
+    score_eval_set,
+    set_metrics,
+    truth_ratios,
+)
+from .reference import load_reference_stats, reference_truth_ratios
+
+
+class TOFUEvaluator:
+    r"""
+    Computes TOFU's metrics for a model: forget quality, model utility and their components.
+
+    Parameters:
+        processing_class ([`~transformers.PreTrainedTokenizerBase`]):
+            The tokenizer of the model (the one the trainer uses).
+        eval_sets (`dict[str, Dataset | list[dict]]`):
+            TOFU evaluation sets by name, among `"forget"`, `"retain"`, `"real_authors"`, `"world_facts"`
+            (e.g. `npo_trl.tofu.tofu_eval_sets(...)`). Forget and retain rows have `question`, `answer`,
+            `paraphrased_answer`, `perturbed_answer` (list); the others `question`, `answer`, `perturbed_answer`.
+            Model utility needs the last three; forget quality needs `"forget"` and `reference_stats`.
+        reference_stats (`dict`, `str` or `None`, *optional*):
+            The retain model's statistics: from [`compute_reference_stats`], or the path of that JSON file, of an
+            open-unlearning `TOFU_EVAL.json` or of a TOFU/NPO-repository `eval_log_forget.json` /
+            `eval_log_aggregated.json` of a retain model (see [`load_reference_stats`]). Without them forget quality
+            is `None`.
+        max_samples (`int` or `None`, *optional*, defaults to `None`):
+            Rows scored per set: `None` scores every row, as the reference evaluator (open-unlearning) does; a number
+            draws a fixed subset with `seed` (TOFU's original code took the first 300).
+        seed (`int` or `None`, *optional*, defaults to `0`):
+            Seed of that subset; `None` takes the first rows.
+        batch_size (`int`, *optional*, defaults to `8`):
+            Rows per forward pass per process; each pass scores all of their candidate answers
+            (`batch_size × (2 + 5)` sequences on the forget set), running each question once.
+        generation_batch_size (`int`, *optional*):
+            Rows per greedy-generation batch per process; by default `batch_size`. On a CPU, or a GPU with memory to
+            spare, several times `batch_size` cuts the decoding steps (the key-value cache grows with it: rows ×
+            (prompt + `max_new_tokens`) tokens).
+        max_new_tokens (`int`, *optional*, defaults to `200`):
+            Length limit of the greedy answers that ROUGE scores.
+        prompt_format (`str` or [`~npo_trl.prompts.PromptFormat`], *optional*, defaults to `"plain"`):
+            A preset of `npo_trl.prompts.PROMPT_FORMATS` (`"plain"`, `"chat"`, `"chat_system"`, `"llama3_instruct"`,
+            `"tofu_llama2"`, `"tofu_phi"`) or a `PromptFormat`: the format the model was trained on.
+        prompt_template, completion_template (`str`, *optional*):
+            Replace the format's templates (as `npo_trl.tofu.to_prompt_completion` takes them), naming `{question}`
+            and `{answer}`.
+        token_boundary (`str`, *optional*, defaults to `"common_prefix"`):
+            Where the scored answer starts: `"common_prefix"` (where the tokenized prompt and prompt+answer diverge,
+            as NPOTrainer trains) or `"prompt_length"` (after `len(prompt_ids)` tokens, the reference evaluator's
+            rule, which skips a first answer token that merged with the prompt's trailing space). See
+            `npo_trl.prompts`.
+        mask_pad_tokens (`bool`, *optional*, defaults to `False`):
+            Hide every token equal to the pad token inside the text from attention, in scoring and in generation, as
+            the reference evaluator's collator does. It matters for a chat model whose pad token is its end-of-turn
+            token (Llama-3.x-Instruct with pad = EOS): its turn separators are then invisible to the model. Off by
+            default because it changes what the model sees; the README gives its measured effect.
+    """
+
+    def __init__(self, processing_class, eval_sets, reference_stats=None, max_samples=None, seed=0, batch_size=8,
+                 max_new_tokens=200, prompt_format="plain", prompt_template=None, completion_template=None,
+                 generation_batch_size=None, token_boundary="common_prefix", mask_pad_tokens=False):
+        if not eval_sets:
+            raise ValueError(f"eval_sets is empty: give TOFU evaluation sets by name among {list(EVAL_SETS)}.")
+        if token_boundary not in TOKEN_BOUNDARIES:
+            raise ValueError(f"token_boundary={token_boundary!r} is unknown: use one of {list(TOKEN_BOUNDARIES)}.")
+        if batch_size < 1 or max_new_tokens < 1 or (generation_batch_size is not None and generation_batch_size < 1):
+            raise ValueError(f"batch_size, max_new_tokens and generation_batch_size must be >= 1 (got {batch_size}, "
+                             f"{max_new_tokens}, {generation_batch_size}).")
+        self.processing_class, self.batch_size, self.max_new_tokens = processing_class, batch_size, max_new_tokens
+        self.generation_batch_size = generation_batch_size or batch_size
+        self.mask_pad_tokens = mask_pad_tokens
+        self.sets = {name: TOFUEvalSet(name, rows, processing_class, max_samples, seed, prompt_format,
+                                       prompt_template, completion_template, token_boundary)
+                     for name, rows in eval_sets.items()}
+        if isinstance(reference_stats, (str, os.PathLike)):
+            reference_stats = load_reference_stats(reference_stats)
+        self.reference_stats = reference_stats
+        self.reference_truth_ratios = None
+        if reference_stats is not None:
+            self.reference_truth_ratios = reference_truth_ratios(reference_stats, self.sets.get("forget"),
+                                                                 mask_pad_tokens)
+
+    @torch.no_grad()
+    def evaluate(self, model, ref_model=None, accelerator=None, gradient_checkpointing_kwargs=None
+                 ) -> dict[str, float | None]:
+        """All metrics of `model` (`tofu/...` keys; `None` where an input is missing), the same on every process.
+
+        `ref_model` (the model before unlearning, or any callable model) adds the forget-set KL. With `accelerator`,
+        `model` may be wrapped (DDP, DeepSpeed): it is unwrapped for generation, with `synced_gpus` under ZeRO-3.
+        The model runs in eval mode and gets its train/eval mode back.
+        """
+        return metrics_from_scores(self.score(model, ref_model, accelerator, gradient_checkpointing_kwargs),
+                                   self.reference_truth_ratios)
+
+    @torch.no_grad()
+    def score(self, model, ref_model=None, accelerator=None, gradient_checkpointing_kwargs=None, generate=True
+              ) -> dict[str, dict]:
+        """Per-row scores of every set (`npo_trl.tofu.metrics.score_eval_set`'s), from which `evaluate` aggregates."""
+        if accelerator is None:
+            return self._score(model, ref_model, None, False, generate)
+        from trl.distributed import DistributedBackend
+        from trl.models.utils import unwrap_model_for_generation
+
+        zero3 = DistributedBackend(accelerator).is_zero3
+        with unwrap_model_for_generation(model, accelerator, gather_deepspeed3_params=False,
+                                         gradient_checkpointing_kwargs=gradient_checkpointing_kwargs) as unwrapped:
+            return self._score(unwrapped, ref_model, accelerator, zero3, generate)
+
+    def _score(self, model, ref_model, accelerator, synced_gpus, generate):
+        was_training = model.training
+        model.eval()
+        try:
+            return {
+                name: score_eval_set(model, self.processing_class, eval_set, batch_size=self.batch_size,
+                                     ref_model=ref_model if name == "forget" else None,
+                                     max_new_tokens=self.max_new_tokens, accelerator=accelerator,
+                                     synced_gpus=synced_gpus, generation_batch_size=self.generation_batch_size,
+                                     generate=generate, mask_pad_tokens=self.mask_pad_tokens)
+                for name, eval_set in self.sets.items()
+            }
+        finally:
+            model.train(was_training)
+
+
+def metrics_from_scores(scores: dict[str, dict], reference_ratios=None) -> dict[str, float | None]:
+    """TOFU's aggregate metrics from per-row scores: each set's, forget quality against `reference_ratios` (the retain
+    model's forget-set truth ratios, row for row), and model utility when the three utility sets are there."""
+    metrics = dict.fromkeys(METRICS)
+    for name, set_scores in scores.items():
+        metrics.update(set_metrics(name, set_scores))
+    if reference_ratios is not None and "forget" in scores:
+        ratios = truth_ratios(scores["forget"]["correct_logps"], scores["forget"]["perturbed_logps"])
+        metrics["tofu/forget_quality"] = forget_quality(ratios, reference_ratios)
+    if all(name in scores for name in UTILITY_SETS):
+        metrics["tofu/model_utility"] = model_utility([metrics[key] for key in UTILITY_METRICS])
+    return metrics
