@@ -1,7 +1,7 @@
 """How far each difference between npo-trl's TOFU evaluation and the reference evaluator's (open-unlearning) moves
 TOFU's numbers, measured on tiny Llamas trained here on TOFU's own files.
 
-    python benchmarks/tofu_protocol.py        # ~10 min on 2 CPU cores; writes benchmarks/PROTOCOL.md
+    python -m benchmarks.tofu_protocol        # ~10 min on 2 CPU cores; writes benchmarks/PROTOCOL.md
 
 Two formats, each with a fine-tuned model (TRL's SFTTrainer on the forget10 authors, the first 20 retain authors and
 the real-author and world-fact answers) and a retain model (the same without forget10):
@@ -71,10 +71,12 @@ def fine_tune(tokenizer, rows, prompt_format: str, epochs: float, seed: int, out
     return trainer.model.eval()
 
 
-def measure(tofu_dir: str, epochs: float, max_new_tokens: int, workdir: str, log=print) -> dict:
+def measure(tofu_dir: str, epochs: float, max_new_tokens: int, workdir: str, formats=None, log=print) -> dict:
     splits = data(tofu_dir)
     results = {}
     for label, prompt_format in FORMATS.items():
+        if formats and prompt_format not in formats:
+            continue
         tokenizer = train_tokenizer(corpus({"full": splits["full"], **splits["eval"]}), vocab_size=2048)
         if prompt_format == "chat_system":
             tokenizer.chat_template, tokenizer.pad_token = ZEPHYR_TEMPLATE, tokenizer.eos_token
@@ -95,7 +97,7 @@ def measure(tofu_dir: str, epochs: float, max_new_tokens: int, workdir: str, log
 
 def markdown(results: dict, argv: str) -> str:
     lines = ["# TOFU evaluation protocol: the effect of each difference, measured", "",
-             f"Written by `python benchmarks/tofu_protocol.py{' ' + argv if argv else ''}` "
+             f"Written by `python -m benchmarks.tofu_protocol{' ' + argv if argv else ''}` "
              f"({time.strftime('%Y-%m-%d')}); see the script's docstring for the models.", ""]
     for label, variants in results.items():
         lines += [f"## {label}", "", "| evaluation | " + " | ".join(k[5:] for k in SHOWN) + " |",
@@ -113,11 +115,19 @@ def main(argv=None):
     parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--workdir", default="/tmp/tofu_protocol")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "PROTOCOL.md"))
+    parser.add_argument("--formats", nargs="+", choices=list(FORMATS.values()),
+                        help="measure these formats only; the others' results are kept from the JSON beside --out")
     args = parser.parse_args(argv)
-    results = measure(args.tofu_dir, args.epochs, args.max_new_tokens, args.workdir)
+    results_path = os.path.splitext(args.out)[0] + ".json"
+    results = {}
+    if args.formats and os.path.exists(results_path):
+        with open(results_path) as f:
+            results = {label: runs for label, runs in json.load(f).items() if FORMATS[label] not in args.formats}
+    results.update(measure(args.tofu_dir, args.epochs, args.max_new_tokens, args.workdir, args.formats))
+    results = {label: results[label] for label in FORMATS if label in results}
     with open(args.out, "w") as f:
         f.write(markdown(results, " ".join(sys.argv[1:] if argv is None else argv)))
-    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
+    with open(results_path, "w") as f:
         json.dump(results, f, indent=1)
 
 

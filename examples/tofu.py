@@ -29,7 +29,6 @@ import contextlib
 import csv
 import gc
 import json
-import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -56,11 +55,9 @@ from npo_trl.tofu import (
     make_synthetic_tofu,
     to_prompt_completion,
 )
-from npo_trl.tofu.metrics import forget_quality, generate_answers
-
-EVAL_SPLITS = {"forget": "{forget_split}_perturbed", "retain": "retain_perturbed",
-               "real_authors": "real_authors_perturbed", "world_facts": "world_facts_perturbed"}
-
+from npo_trl.eval.scoring import generate_answers
+from npo_trl.tofu.data import eval_split_names
+from npo_trl.tofu.metrics import EVAL_SETS, forget_quality
 
 @dataclass
 class TOFUScriptArguments:
@@ -163,7 +160,7 @@ def load_splits(script_args: TOFUScriptArguments) -> dict[str, Dataset]:
     """The splits this experiment uses, from the generator, a local folder or the hub."""
     names = {"full": "full", "forget": script_args.forget_split,
              "retain": "retain" + str(100 - int(script_args.forget_split.removeprefix("forget"))),
-             **{f"eval_{k}": v.format(forget_split=script_args.forget_split) for k, v in EVAL_SPLITS.items()}}
+             **{f"eval_{k}": v for k, v in eval_split_names(script_args.forget_split).items()}}
     if script_args.dataset == "synthetic":
         data = make_synthetic_tofu(script_args.num_authors or 100, script_args.qa_per_author, seed=0)
         splits = {key: data[name] for key, name in names.items()}
@@ -423,7 +420,7 @@ def report(script_args, args, model_args, eval_sets, full_path, sanity):
 
     tokenizer = AutoTokenizer.from_pretrained(full_path)
     samples = {}
-    for name in ("forget", "retain", "real_authors", "world_facts"):
+    for name in EVAL_SETS:
         rows = eval_sets[name].select(range(3))
         prompts = [generation_prompt_ids(tokenizer, q, script_args.prompt_format) for q in rows["question"]]
         entry = {"question": list(rows["question"]), "answer": list(rows["answer"])}
@@ -465,7 +462,7 @@ def main(script_args: TOFUScriptArguments, args: NPOConfig, model_args: ModelCon
         script_args.eval_generation_batch_size = script_args.eval_batch_size * (7 if built_in else 1)
     out = args.output_dir
     splits = load_splits(script_args)
-    eval_sets = {k: splits[f"eval_{k}"] for k in EVAL_SPLITS}
+    eval_sets = {k: splits[f"eval_{k}"] for k in EVAL_SETS}
     trains_retain = script_args.retain_model is None and script_args.reference_stats is None
     base = None
     if script_args.finetuned_model is None or trains_retain or script_args.sanity_check:
@@ -502,13 +499,18 @@ def main(script_args: TOFUScriptArguments, args: NPOConfig, model_args: ModelCon
     return None
 
 
-if __name__ == "__main__":
+def make_parser() -> TrlParser:
+    """The experiment's arguments, with the defaults of its offline run (the built-in tiny model on a CPU;
+    examples/configs/tofu_llama2.yaml sets the paper's)."""
     parser = TrlParser((TOFUScriptArguments, NPOConfig, ModelConfig))
-    # Defaults for the built-in tiny model on the CPU; examples/configs/tofu_llama2.yaml sets the paper's.
     parser.set_defaults(output_dir="results/tofu", num_train_epochs=10, learning_rate=3e-4,
                         per_device_train_batch_size=32, lr_scheduler_type="constant", logging_steps=5,
                         save_strategy="no", report_to="none", gradient_checkpointing=False, beta=0.1, max_length=128)
-    script_args, training_args, model_args = parser.parse_args_and_config()
+    return parser
+
+
+if __name__ == "__main__":
+    script_args, training_args, model_args = make_parser().parse_args_and_config()
     main(script_args, training_args, model_args)
     gc.collect()  # free the trainers' wrappers, which hold the process group, then destroy it: a clean exit
     PartialState().destroy_process_group()

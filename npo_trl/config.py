@@ -20,7 +20,9 @@ class NPOConfig(DPOConfig):
     NPO (Zhang et al. 2024, [arXiv 2404.05868](https://huggingface.co/papers/2404.05868)) unlearns a forget set
     by DPO with only a rejected answer. This class adds the unlearning parameters to [`~trl.DPOConfig`]; the
     reference-model, PEFT, precomputed-log-prob and DeepSpeed parameters are DPO's. DPO's own loss parameters
-    (`loss_type`, `use_weighting`, `ld_alpha`, `f_divergence_type`, `label_smoothing`) do not apply.
+    (`loss_type`, `use_weighting`, `ld_alpha`, `f_divergence_type`, `label_smoothing`) do not apply. On a machine
+    without an accelerator a few defaults change (`bf16`, `dataloader_pin_memory`, `ddp_backend="gloo"`, `use_cpu`);
+    `_resolve_for_a_cpu_machine` lists them.
 
     Parameters:
         > Parameters that control the unlearning objective
@@ -113,17 +115,35 @@ class NPOConfig(DPOConfig):
                 "loss_type, use_weighting and ld_alpha are DPO options that NPOTrainer does not use: choose the "
                 f"objective with forget_loss {list(FORGET_LOSSES)} and retain_loss {list(RETAIN_LOSSES)}."
             )
-        if not torch.accelerator.is_available():
-            # A CPU-only machine: TRL's bf16 default fails validation there; several processes need the gloo
-            # backend, and plain data parallelism needs use_cpu (else accelerate does not wrap the model in DDP).
-            if self.bf16 is None and not self.fp16:
-                self.bf16 = False
-            self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns on every loader otherwise
-            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-                self.ddp_backend = self.ddp_backend or "gloo"
-                deepspeed = self.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
-                self.use_cpu = self.use_cpu or not deepspeed
+        self._resolve_for_a_cpu_machine()
         super().__post_init__()
+
+    def _resolve_for_a_cpu_machine(self):
+        """The defaults that depend on the machine, all here. On a machine without an accelerator:
+
+        - `bf16` (TRL's default is True, which fails validation there) becomes False unless set;
+        - `dataloader_pin_memory` becomes False (pinning needs an accelerator; torch warns on every loader otherwise);
+        - under several processes (`WORLD_SIZE` > 1), `ddp_backend` becomes `"gloo"`, and plain data parallelism gets
+          `use_cpu` (else accelerate does not wrap the model in DDP);
+        - a DeepSpeed launch whose accelerate config asks for mixed precision is refused: DeepSpeed would run bf16
+          while these arguments say fp32 ("ds bf16.enabled=True vs hf bf16=False").
+        """
+        if torch.accelerator.is_available():
+            return
+        if self.bf16 is None and not self.fp16:
+            self.bf16 = False
+        self.dataloader_pin_memory = False
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            self.ddp_backend = self.ddp_backend or "gloo"
+            deepspeed = self.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+            self.use_cpu = self.use_cpu or not deepspeed
+            mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+            if deepspeed and mixed_precision != "no" and not (self.bf16 or self.fp16):
+                raise ValueError(
+                    f"accelerate launch asks for mixed_precision={mixed_precision!r} (its config file or "
+                    "--mixed_precision), which DeepSpeed cannot match on a machine without an accelerator while "
+                    "training in fp32: add --mixed_precision no to accelerate launch."
+                )
 
     @property
     def needs_reference(self) -> bool:

@@ -57,19 +57,8 @@ def _is_empty(value) -> bool:
     return not any(m["content"].strip() for m in value)
 
 
-def to_unlearning_rows(
-    rows: list[dict[str, Any]],
-    dataset_name: str,
-    replacement_column: str | None = None,
-    replacement_answers: list[str] | None = None,
-    seed: int = 0,
-) -> tuple[list[dict[str, Any]], int]:
-    """Normalise rows of any accepted format to `prompt`, `completion` (+ `replacement`) and their row index.
-
-    Rows whose completion is empty are left out; their count is returned so that the caller warns once.
-    With `replacement_column` set, every kept row gets a replacement answer: from that column, a preference
-    dataset's `chosen`, or `replacement_answers` (one drawn per row, seeded by `seed` and the row index).
-    """
+def _format_columns(rows: list[dict[str, Any]], dataset_name: str) -> tuple[str | None, str]:
+    """(prompt column or None, completion column) of a dataset in one of the accepted formats."""
     if not rows:
         raise ValueError(f"The {dataset_name} dataset is empty.")
     columns = set(rows[0])
@@ -86,9 +75,26 @@ def to_unlearning_rows(
             f"The {dataset_name} dataset has columns {sorted(columns)}; NPOTrainer accepts {ACCEPTED_FORMATS}. "
             "Rename your columns (e.g. `dataset.rename_columns({'question': 'prompt', 'answer': 'completion'})`)."
         )
+    return prompt_key, completion_key
+
+
+def to_unlearning_rows(
+    rows: list[dict[str, Any]],
+    dataset_name: str,
+    replacement_column: str | None = None,
+    replacement_answers: list[str] | None = None,
+    seed: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    """Normalise rows of any accepted format to `prompt`, `completion` (+ `replacement`) and their row index.
+
+    Rows whose completion is empty are left out; their count is returned so that the caller warns once.
+    With `replacement_column` set, every kept row gets a replacement answer: from that column, a preference
+    dataset's `chosen`, or `replacement_answers` (one drawn per row, seeded by `seed` and the row index).
+    """
+    prompt_key, completion_key = _format_columns(rows, dataset_name)
     conversational = _is_messages(rows[0][completion_key])
     if replacement_column is not None:
-        source = next((c for c in (replacement_column, "chosen") if c in columns), None)
+        source = next((c for c in (replacement_column, "chosen") if c in rows[0]), None)
         if source is None and not replacement_answers:
             raise ValueError(
                 f"forget_loss needs a replacement answer for each {dataset_name} row: add a "
@@ -173,6 +179,12 @@ class DataCollatorForUnlearning(DataCollatorMixin):
             if key in examples[0]:
                 batch[key] = torch.tensor([ex[key] for ex in examples])
         return batch
+
+
+def unstack(values: torch.Tensor, paired: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(replacements, completions) of a per-sequence tensor of a batch that `DataCollatorForUnlearning` stacked as
+    [replacements; completions] (`paired`, rows with `replacement_ids`), else (None, the completions)."""
+    return tuple(values.chunk(2)) if paired else (None, values)
 
 
 class RetainStream:

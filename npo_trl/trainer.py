@@ -8,11 +8,12 @@ from datasets import Dataset, IterableDataset
 from transformers import AutoProcessor, PreTrainedModel
 from trl import DPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import get_config_model_id, use_adapter
+from trl.trainer.utils import get_config_model_id
 
 from . import losses
-from .config import NPOConfig
-from .data import DataCollatorForUnlearning, RetainStream, to_unlearning_rows
+from .config import REFERENCE_FORGET_LOSSES, NPOConfig
+from .data import DataCollatorForUnlearning, RetainStream, to_unlearning_rows, unstack
+from .models import reference_adapter
 
 
 class NPOTrainer(DPOTrainer):
@@ -96,38 +97,8 @@ class NPOTrainer(DPOTrainer):
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = NPOConfig(f"{model_name.split('/')[-1]}-NPO")
-        elif not isinstance(args, NPOConfig):
-            raise ValueError(f"args must be an NPOConfig, got {type(args).__name__}: use NPOConfig(**args.to_dict()).")
-        if train_dataset is None or (isinstance(train_dataset, Dataset) and len(train_dataset) == 0):
-            raise ValueError("train_dataset, the forget set, is missing or empty: pass the rows to unlearn.")
-        if args.retain_loss is not None and retain_dataset is None:
-            raise ValueError(f"retain_loss={args.retain_loss!r} needs retain_dataset: pass the retain set.")
-        if args.retain_loss is None and retain_dataset is not None:
-            warnings.warn("retain_dataset is ignored because retain_loss is None: set retain_loss='nll' or 'kl'.")
-            retain_dataset = None
-        if ref_model is not None and not args.needs_reference:
-            warnings.warn(
-                f"forget_loss={args.forget_loss!r} with retain_loss={args.retain_loss!r} uses no reference model: "
-                "the ref_model passed is ignored."
-            )
-            ref_model = None
-        if ref_model is not None and isinstance(model, PreTrainedModel):
-            vocab, ref_vocab = (m.config.get_text_config().vocab_size for m in (model, ref_model))
-            if vocab != ref_vocab:
-                raise ValueError(
-                    f"model and ref_model have different vocabularies ({vocab} vs {ref_vocab} tokens): the reference "
-                    "must be the model before unlearning, with the same tokenizer."
-                )
-        if args.retain_loss == "kl" and args.precompute_ref_log_probs and ref_model is None and peft_config is None:
-            raise ValueError(
-                "retain_loss='kl' compares full next-token distributions with π_ref on retain rows, which cannot be "
-                "precomputed: set precompute_ref_log_probs=False, or pass ref_model."
-            )
-        if compute_metrics is not None:
-            raise ValueError(
-                "compute_metrics is not supported: NPOTrainer's evaluation reports the forget loss and log-probs. "
-                "For benchmark metrics during training use npo_trl.tofu.TOFUCallback."
-            )
+        ref_model, retain_dataset = _checked_inputs(model, ref_model, args, train_dataset, retain_dataset,
+                                                    compute_metrics, peft_config)
         if processing_class is None:
             processing_class = AutoProcessor.from_pretrained(model if isinstance(model, str) else
                                                              get_config_model_id(model.config))
@@ -137,12 +108,9 @@ class NPOTrainer(DPOTrainer):
                 raise ValueError("processing_class has neither a pad_token nor an eos_token: set tokenizer.pad_token.")
             tokenizer.pad_token = tokenizer.eos_token
         if data_collator is None:
-            data_collator = DataCollatorForUnlearning(
-                pad_token_id=tokenizer.pad_token_id,
-                max_length=args.max_length,
-                truncation_mode=args.truncation_mode,
-                pad_to_multiple_of=None if args.pad_to_multiple_of == "auto" else args.pad_to_multiple_of,
-            )
+            data_collator = DataCollatorForUnlearning(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length,
+                                                      truncation_mode=args.truncation_mode,
+                                                      pad_to_multiple_of=args.pad_to_multiple_of)
 
         # DPOTrainer loads no reference model when its log-probs are precomputed; a reference-free objective is
         # that case with nothing to precompute (see `_precompute_ref_logps`).
@@ -237,8 +205,7 @@ class NPOTrainer(DPOTrainer):
         """π_ref: no gradients, no checkpointing, and for a PEFT model without `ref_model`, its adapters off."""
         adapter = contextlib.nullcontext()
         if self.ref_model is None and is_peft_model(self.model):
-            unwrapped = self.accelerator.unwrap_model(self.model)
-            adapter = use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
+            adapter = reference_adapter(self.accelerator.unwrap_model(self.model))
         with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs), \
                 adapter:
             yield
@@ -253,10 +220,8 @@ class NPOTrainer(DPOTrainer):
         """
         with self.accelerator.autocast():
             token_logps, _ = self._token_logps(model, inputs, reference=True)
-        logps = token_logps.sum(1)
-        if self.args.needs_replacement:
-            return logps.chunk(2)
-        return torch.full_like(logps, float("nan")), logps
+        replacements, completions = unstack(token_logps.sum(1), self.args.needs_replacement)
+        return (torch.full_like(completions, float("nan")) if replacements is None else replacements), completions
 
     # ---------------------------------------------------------------- retain batches
     def _next_retain_batch(self):
@@ -277,17 +242,13 @@ class NPOTrainer(DPOTrainer):
         args, mode = self.args, ("train" if self.model.training else "eval")
         token_logps, mask = self._token_logps(model, inputs)
         logps, lengths = token_logps.sum(1), mask.sum(1)
-        ref_logps = self._forget_ref_logps(inputs) if args.forget_loss in ("npo", "dpo") else None
+        ref_logps = self._forget_ref_logps(inputs) if args.forget_loss in REFERENCE_FORGET_LOSSES else None
 
-        # Rows are [replacements; forget answers] when the loss trains on replacement answers.
+        # Rows are [replacements; forget answers] when the loss trains on replacement answers (`unstack`).
         paired = args.needs_replacement
         finite = self._finite_rows([logps] if ref_logps is None else [logps, ref_logps], inputs, "forget", paired)
-        logps, lengths = logps[finite], lengths[finite]
-        ref_logps = None if ref_logps is None else ref_logps[finite]
-        if paired:
-            (rep_logps, logps), (rep_lengths, lengths) = logps.chunk(2), lengths.chunk(2)
-            if ref_logps is not None:
-                rep_ref_logps, ref_logps = ref_logps.chunk(2)
+        (rep_logps, logps), (rep_lengths, lengths) = unstack(logps[finite], paired), unstack(lengths[finite], paired)
+        rep_ref_logps, ref_logps = (None, None) if ref_logps is None else unstack(ref_logps[finite], paired)
 
         if args.forget_loss == "npo":
             forget_loss = losses.npo_loss(logps, ref_logps, args.beta)
@@ -344,7 +305,7 @@ class NPOTrainer(DPOTrainer):
         """Which rows have finite log-probs; raise (naming step and rows) or count them, per `nonfinite_loss`."""
         finite = torch.stack([torch.isfinite(v) for v in values]).all(0)
         if paired:  # a pair is usable only if both its rows are
-            finite = torch.cat([finite.chunk(2)[0] & finite.chunk(2)[1]] * 2)
+            finite = torch.cat([torch.logical_and(*unstack(finite, paired))] * 2)
         num_bad = self.accelerator.gather(finite.logical_not().sum().reshape(1)).sum().item()
         if num_bad == 0:
             return finite
@@ -363,3 +324,41 @@ class NPOTrainer(DPOTrainer):
         mode = "train" if self.model.training else "eval"
         self._metrics[mode]["nonfinite/rows"].append(num_bad)
         return finite
+
+
+def _checked_inputs(model, ref_model, args, train_dataset, retain_dataset, compute_metrics, peft_config):
+    """Refuse inputs that cannot train (naming the fix) and drop those the objective does not use (with a warning);
+    returns the `ref_model` and `retain_dataset` to use."""
+    if not isinstance(args, NPOConfig):
+        raise ValueError(f"args must be an NPOConfig, got {type(args).__name__}: use NPOConfig(**args.to_dict()).")
+    if train_dataset is None or (isinstance(train_dataset, Dataset) and len(train_dataset) == 0):
+        raise ValueError("train_dataset, the forget set, is missing or empty: pass the rows to unlearn.")
+    if args.retain_loss is not None and retain_dataset is None:
+        raise ValueError(f"retain_loss={args.retain_loss!r} needs retain_dataset: pass the retain set.")
+    if args.retain_loss is None and retain_dataset is not None:
+        warnings.warn("retain_dataset is ignored because retain_loss is None: set retain_loss='nll' or 'kl'.")
+        retain_dataset = None
+    if ref_model is not None and not args.needs_reference:
+        warnings.warn(
+            f"forget_loss={args.forget_loss!r} with retain_loss={args.retain_loss!r} uses no reference model: "
+            "the ref_model passed is ignored."
+        )
+        ref_model = None
+    if ref_model is not None and isinstance(model, PreTrainedModel):
+        vocab, ref_vocab = (m.config.get_text_config().vocab_size for m in (model, ref_model))
+        if vocab != ref_vocab:
+            raise ValueError(
+                f"model and ref_model have different vocabularies ({vocab} vs {ref_vocab} tokens): the reference "
+                "must be the model before unlearning, with the same tokenizer."
+            )
+    if args.retain_loss == "kl" and args.precompute_ref_log_probs and ref_model is None and peft_config is None:
+        raise ValueError(
+            "retain_loss='kl' compares full next-token distributions with π_ref on retain rows, which cannot be "
+            "precomputed: set precompute_ref_log_probs=False, or pass ref_model."
+        )
+    if compute_metrics is not None:
+        raise ValueError(
+            "compute_metrics is not supported: NPOTrainer's evaluation reports the forget loss and log-probs. "
+            "For benchmark metrics during training use npo_trl.tofu.TOFUCallback (or npo_trl.eval's callback)."
+        )
+    return ref_model, retain_dataset

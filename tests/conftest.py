@@ -1,4 +1,5 @@
-"""Session fixtures: a tokenizer trained here and tiny Llama models built from a config (nothing downloaded)."""
+"""Session fixtures: a tokenizer trained here and tiny Llama models built from a config (nothing downloaded); the
+functions behind them are in helpers.py."""
 
 import os
 
@@ -8,59 +9,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 import torch
-from datasets import Dataset
-from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-COLOURS = ["red", "blue", "green", "amber", "violet", "teal", "ochre", "silver"]
-CITIES = ["Port Vell", "Amberley", "Kestow", "Lunmere", "Sarrow", "Ditham", "Okleigh", "Ferrin"]
-
-
-def toy_qa(start: int, stop: int) -> Dataset:
-    """Facts about numbered agents: agent i lives in CITIES[i % 8] and likes COLOURS[i * 3 % 8]."""
-    rows = []
-    for i in range(start, stop):
-        rows.append({"prompt": f"Where does agent {i} live?", "completion": f" Agent {i} lives in {CITIES[i % 8]}."})
-        rows.append({"prompt": f"What colour does agent {i} like?",
-                     "completion": f" Agent {i} likes {COLOURS[i * 3 % 8]}."})
-    return Dataset.from_list(rows)
-
-
-def build_tokenizer(texts) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    from tokenizers import decoders
-
-    tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>")
-
-
-def tiny_llama(vocab_size: int, seed: int = 0, hidden: int = 64, layers: int = 2) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=256, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    return LlamaForCausalLM(config)
-
-
-def fine_tune(model, tokenizer, dataset: Dataset, steps: int = 150, lr: float = 3e-3) -> None:
-    """Plain next-token training on prompt+completion so the tiny model has something to forget."""
-    texts = [p + c + tokenizer.eos_token for p, c in zip(dataset["prompt"], dataset["completion"])]
-    batch = tokenizer(texts, return_tensors="pt", padding=True)
-    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(steps):
-        loss = model(**batch, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval()
+from helpers import CHAT_TEMPLATE, build_tokenizer, fine_tune, tiny_llama, toy_qa
+from transformers import LlamaForCausalLM
 
 
 @pytest.fixture(scope="session")
@@ -97,12 +47,6 @@ def finetuned(finetuned_dir):
     return LlamaForCausalLM.from_pretrained(finetuned_dir, dtype=torch.float32)
 
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}assistant:{% endif %}"
-)
-
-
 @pytest.fixture(scope="session")
 def chat_tokenizer(tokenizer):
     import copy
@@ -110,3 +54,14 @@ def chat_tokenizer(tokenizer):
     tok = copy.deepcopy(tokenizer)
     tok.chat_template = CHAT_TEMPLATE
     return tok
+
+
+@pytest.fixture(scope="session")
+def llama3_tokenizer():
+    """A Llama-3-style chat tokenizer whose pad token is its end-of-turn token (see tofu_reference_impl)."""
+    from helpers import toy_eval_sets
+    from tofu_reference_impl import llama3_style_tokenizer
+
+    texts = [f"{row['question']} {text}" for rows in toy_eval_sets().values() for row in rows
+             for text in [row["answer"], *row["perturbed_answer"]]]
+    return llama3_style_tokenizer(texts + ["You are a helpful assistant. Cutting Knowledge Date: December 2023"])

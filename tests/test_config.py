@@ -63,3 +63,17 @@ def test_gloo_is_chosen_for_several_cpu_processes(tmp_path, monkeypatch):
     monkeypatch.setattr("trl.DPOConfig.__post_init__", lambda self: None)
     NPOConfig.__init__(args, output_dir=str(tmp_path), report_to="none")
     assert args.ddp_backend == "gloo" and args.use_cpu
+
+
+def test_a_deepspeed_launch_asking_for_mixed_precision_on_a_cpu_names_the_fix(tmp_path, monkeypatch):
+    """zero3.yaml asks for bf16; on a machine without an accelerator NPOConfig trains in fp32, which DeepSpeed would
+    contradict ("ds bf16.enabled=True vs hf bf16=False") deep inside the trainer: refuse at once, naming the flag."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    monkeypatch.setattr("trl.DPOConfig.__post_init__", lambda self: None)  # no process group or DeepSpeed here
+    with pytest.raises(ValueError, match="add --mixed_precision no to accelerate launch"):
+        NPOConfig(output_dir=str(tmp_path), report_to="none")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    args = NPOConfig(output_dir=str(tmp_path), report_to="none")
+    assert args.ddp_backend == "gloo" and not args.use_cpu  # DeepSpeed places the model itself

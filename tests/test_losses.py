@@ -100,3 +100,11 @@ def test_npo_gradient_tends_to_ga_as_beta_to_zero_prop1(beta):
     far = losses.npo_loss(_per_sequence_logps(theta), ref, 1.0)
     (far_grad,) = torch.autograd.grad(far, theta)
     assert not torch.allclose(far_grad, ga_grad, rtol=0.05)
+
+
+def test_importing_the_losses_needs_torch_only():
+    import subprocess
+    import sys
+
+    code = "import sys, npo_trl.losses; print(sorted({m.split('.')[0] for m in sys.modules} & {'trl', 'transformers'}))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

@@ -2,9 +2,8 @@
 tokens the evaluator scores."""
 
 import pytest
-from conftest import tiny_llama
 from datasets import Dataset
-from test_tofu_parity import llama3_tokenizer  # noqa: F401  (a fixture)
+from helpers import tiny_llama
 
 from npo_trl import NPOConfig, NPOTrainer
 from npo_trl.prompts import PROMPT_FORMATS, PromptFormat, generation_prompt_ids, get_prompt_format, tokenize_qa
@@ -12,8 +11,8 @@ from npo_trl.tofu import to_prompt_completion
 
 QUESTION, ANSWER = "Where does agent 3 live?", "Agent 3 lives in Lunmere."
 LLAMA3_PROMPT = ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
-                 "Cutting Knowledge Date: December 2023\nToday Date: 10 Apr 2025\n\nYou are a helpful assistant.<|eot_id|><|start_header_id|>user"
-                 "<|end_header_id|>\n\nWhere does agent 3 live?<|eot_id|><|start_header_id|>assistant"
+                 "Cutting Knowledge Date: December 2023\nToday Date: 10 Apr 2025\n\nYou are a helpful assistant."
+                 "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nWhere does agent 3 live?<|eot_id|><|start_header_id|>assistant"
                  "<|end_header_id|>\n\n")
 # preset -> (tokenizer fixture, the generation prompt, the scored answer (common prefix), the scored answer
 # (prompt length)), all decoded
@@ -72,3 +71,28 @@ def test_templates_replace_a_presets_own_and_bad_formats_are_refused():
 def test_a_chat_preset_needs_a_chat_template(tokenizer):
     with pytest.raises(ValueError, match="needs a tokenizer with a chat_template"):
         generation_prompt_ids(tokenizer, QUESTION, "llama3_instruct")
+
+
+@pytest.mark.parametrize("prompt_format", ["plain", "chat"])
+def test_answers_are_tokenized_as_npo_trainer_tokenizes_training_rows(tmp_path, tokenizer, chat_tokenizer,
+                                                                     prompt_format):
+    tok = chat_tokenizer if prompt_format == "chat" else tokenizer
+    question, answer = "Where does agent 3 live?", "Agent 3 lives in Lunmere."
+    if prompt_format == "chat":
+        row = {"prompt": [{"role": "user", "content": question}],
+               "completion": [{"role": "assistant", "content": answer}]}
+    else:
+        row = {"prompt": question, "completion": " " + answer}
+    args = NPOConfig(output_dir=str(tmp_path), forget_loss="ga", report_to="none", max_steps=1)
+    trainer = NPOTrainer(tiny_llama(len(tok)), args=args, train_dataset=Dataset.from_list([row]),
+                         processing_class=tok)
+    trained = trainer.train_dataset[0]
+    assert tokenize_qa(tok, question, answer, prompt_format) == (trained["prompt_ids"], trained["completion_ids"])
+
+
+def test_templates_format_the_rows_like_to_prompt_completion(tokenizer):
+    prompt, completion = tokenize_qa(tokenizer, "Where does agent 3 live?", "Lunmere.",
+                                     get_prompt_format("plain", "Q: {question}\nA:", " {answer}"))
+    assert tokenizer.decode(prompt + completion) == "<s>Q: Where does agent 3 live?\nA: Lunmere.</s>"
+    with pytest.raises(ValueError, match="may name only the fields"):
+        tokenize_qa(tokenizer, "q", "a", get_prompt_format("plain", "{title}: {question}"))

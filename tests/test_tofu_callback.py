@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_tofu_metrics import toy_eval_sets
+from helpers import toy_eval_sets
 from transformers import AutoModelForCausalLM
 
 from npo_trl import NPOConfig, NPOTrainer
@@ -91,7 +91,7 @@ def test_misconfigurations_are_refused_before_training(tmp_path, finetuned, toke
     best = dict(eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True)
     cases = [
         ("tofu/forget_quality", "needs the retain model's statistics"),
-        ("tofu/forget_qualty", "is not a TOFU metric"),
+        ("tofu/forget_qualty", "is not a tofu metric"),
         ("tofu/forget_kl", "needs a reference model"),  # GA loads none
     ]
     for metric, message in cases:

@@ -5,12 +5,11 @@ whose pad token is its end-of-turn token, with and without the reference evaluat
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_llama
-from test_tofu_metrics import toy_eval_sets
+from helpers import tiny_llama
+from helpers import toy_eval_sets
 from tofu_reference_impl import (
     forget_quality,
     harmonic_mean,
-    llama3_style_tokenizer,
     question_answer_ids,
     row_values,
     set_values,
@@ -21,13 +20,6 @@ from npo_trl.tofu.metrics import UTILITY_METRICS
 
 TOLERANCE = 1e-6
 MAX_NEW_TOKENS = 6
-
-
-@pytest.fixture(scope="module")
-def llama3_tokenizer():
-    texts = [f"{row['question']} {text}" for rows in toy_eval_sets().values() for row in rows
-             for text in [row["answer"], *row["perturbed_answer"]]]
-    return llama3_style_tokenizer(texts + ["You are a helpful assistant. Cutting Knowledge Date: December 2023"])
 
 
 def float64_model(tokenizer, seed, style=None, rows=(), steps=60):

@@ -5,10 +5,10 @@ import json
 
 import numpy as np
 import pytest
-from test_tofu_metrics import toy_eval_sets
+from helpers import toy_eval_sets
 
 from npo_trl.tofu import TOFUEvaluator, compute_reference_stats, load_reference_stats
-from npo_trl.tofu.metrics import TOFUEvalSet, score_eval_set
+from npo_trl.tofu.eval_sets import TOFUEvalSet, score_eval_set
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import tiny_llama, toy_qa
+from helpers import tiny_llama
 from datasets import Dataset
 
 from npo_trl import NPOConfig, NPOTrainer

@@ -1,31 +1,30 @@
 """TOFU (Maini et al. 2024) benchmark support: its data (hub, local folder, or an offline synthetic stand-in), its
-metrics, and `TOFUCallback` for evaluation during training."""
+formulas, its evaluator, and `TOFUCallback` for evaluation during training. Names are imported on first use."""
 
-from .callback import TOFUCallback
-from .data import (
-    TOFU_HUB_ID,
-    idontknow_answers,
-    load_idontknow,
-    load_tofu,
-    make_synthetic_tofu,
-    to_prompt_completion,
-    tofu_eval_sets,
-    tofu_split_names,
-)
-from .evaluator import TOFUEvaluator
-from .reference import compute_reference_stats, load_reference_stats
+import importlib
 
-__all__ = [
-    "TOFU_HUB_ID",
-    "TOFUCallback",
-    "TOFUEvaluator",
-    "compute_reference_stats",
-    "idontknow_answers",
-    "load_idontknow",
-    "load_reference_stats",
-    "load_tofu",
-    "make_synthetic_tofu",
-    "to_prompt_completion",
-    "tofu_eval_sets",
-    "tofu_split_names",
-]
+_EXPORTS = {
+    "TOFU_HUB_ID": "data",
+    "idontknow_answers": "data",
+    "load_idontknow": "data",
+    "load_tofu": "data",
+    "make_synthetic_tofu": "synthetic",
+    "to_prompt_completion": "data",
+    "tofu_eval_sets": "data",
+    "tofu_split_names": "data",
+    "TOFUCallback": "callback",
+    "TOFUEvaluator": "evaluator",
+    "compute_reference_stats": "reference",
+    "load_reference_stats": "reference",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+
+
+def __dir__():
+    return __all__

@@ -4,23 +4,14 @@ import os
 
 import torch
 
+from ..eval.evaluator import Evaluator
 from ..prompts import TOKEN_BOUNDARIES
-from .metrics import (
-    EVAL_SETS,
-    METRICS,
-    UTILITY_METRICS,
-    UTILITY_SETS,
-    TOFUEvalSet,
-    forget_quality,
-    model_utility,
-    score_eval_set,
-    set_metrics,
-    truth_ratios,
-)
+from .eval_sets import TOFUEvalSet, score_eval_set
+from .metrics import EVAL_SETS, METRICS, UTILITY_METRICS, UTILITY_SETS, forget_quality, model_utility, set_metrics
 from .reference import load_reference_stats, reference_truth_ratios
 
 
-class TOFUEvaluator:
+class TOFUEvaluator(Evaluator):
     r"""
     Computes TOFU's metrics for a model: forget quality, model utility and their components.
 
@@ -67,11 +58,18 @@ class TOFUEvaluator:
             the reference evaluator's collator does. It matters for a chat model whose pad token is its end-of-turn
             token (Llama-3.x-Instruct with pad = EOS): its turn separators are then invisible to the model. Off by
             default because it changes what the model sees; the README gives its measured effect.
+        progress (`bool`, *optional*, defaults to `False`):
+            Show a progress bar over the batches (`TOFUCallback` follows the trainer's `disable_tqdm`).
     """
+
+    name = "tofu"
+    metric_names = METRICS
+    higher_is_better = ("tofu/forget_quality", "tofu/model_utility")
 
     def __init__(self, processing_class, eval_sets, reference_stats=None, max_samples=None, seed=0, batch_size=8,
                  max_new_tokens=200, prompt_format="plain", prompt_template=None, completion_template=None,
-                 generation_batch_size=None, token_boundary="common_prefix", mask_pad_tokens=False):
+                 generation_batch_size=None, token_boundary="common_prefix", mask_pad_tokens=False, progress=False):
+        super().__init__(progress)
         if not eval_sets:
             raise ValueError(f"eval_sets is empty: give TOFU evaluation sets by name among {list(EVAL_SETS)}.")
         if token_boundary not in TOKEN_BOUNDARIES:
@@ -93,46 +91,31 @@ class TOFUEvaluator:
             self.reference_truth_ratios = reference_truth_ratios(reference_stats, self.sets.get("forget"),
                                                                  mask_pad_tokens)
 
-    @torch.no_grad()
-    def evaluate(self, model, ref_model=None, accelerator=None, gradient_checkpointing_kwargs=None
-                 ) -> dict[str, float | None]:
-        """All metrics of `model` (`tofu/...` keys; `None` where an input is missing), the same on every process.
-
-        `ref_model` (the model before unlearning, or any callable model) adds the forget-set KL. With `accelerator`,
-        `model` may be wrapped (DDP, DeepSpeed): it is unwrapped for generation, with `synced_gpus` under ZeRO-3.
-        The model runs in eval mode and gets its train/eval mode back.
-        """
-        return metrics_from_scores(self.score(model, ref_model, accelerator, gradient_checkpointing_kwargs),
-                                   self.reference_truth_ratios)
+    def compute(self, model, ref_model, accelerator, synced_gpus) -> dict[str, float | None]:
+        return metrics_from_scores(self.score(model, ref_model, accelerator, synced_gpus), self.reference_truth_ratios)
 
     @torch.no_grad()
-    def score(self, model, ref_model=None, accelerator=None, gradient_checkpointing_kwargs=None, generate=True
-              ) -> dict[str, dict]:
-        """Per-row scores of every set (`npo_trl.tofu.metrics.score_eval_set`'s), from which `evaluate` aggregates."""
-        if accelerator is None:
-            return self._score(model, ref_model, None, False, generate)
-        from trl.distributed import DistributedBackend
-        from trl.models.utils import unwrap_model_for_generation
+    def score(self, model, ref_model=None, accelerator=None, synced_gpus=False, generate=True) -> dict[str, dict]:
+        """Per-row scores of every set (`npo_trl.tofu.eval_sets.score_eval_set`'s) of an unwrapped model in eval
+        mode, from which `evaluate` aggregates."""
+        return {
+            name: score_eval_set(model, self.processing_class, eval_set, batch_size=self.batch_size,
+                                 ref_model=ref_model if name == "forget" else None,
+                                 max_new_tokens=self.max_new_tokens, accelerator=accelerator, synced_gpus=synced_gpus,
+                                 generation_batch_size=self.generation_batch_size, generate=generate,
+                                 mask_pad_tokens=self.mask_pad_tokens, timer=self.timer, progress=self.progress)
+            for name, eval_set in self.sets.items()
+        }
 
-        zero3 = DistributedBackend(accelerator).is_zero3
-        with unwrap_model_for_generation(model, accelerator, gather_deepspeed3_params=False,
-                                         gradient_checkpointing_kwargs=gradient_checkpointing_kwargs) as unwrapped:
-            return self._score(unwrapped, ref_model, accelerator, zero3, generate)
-
-    def _score(self, model, ref_model, accelerator, synced_gpus, generate):
-        was_training = model.training
-        model.eval()
-        try:
-            return {
-                name: score_eval_set(model, self.processing_class, eval_set, batch_size=self.batch_size,
-                                     ref_model=ref_model if name == "forget" else None,
-                                     max_new_tokens=self.max_new_tokens, accelerator=accelerator,
-                                     synced_gpus=synced_gpus, generation_batch_size=self.generation_batch_size,
-                                     generate=generate, mask_pad_tokens=self.mask_pad_tokens)
-                for name, eval_set in self.sets.items()
-            }
-        finally:
-            model.train(was_training)
+    def check_metric(self, metric: str, has_reference_model: bool) -> None:
+        super().check_metric(metric, has_reference_model)
+        if metric == "tofu/forget_quality" and self.reference_stats is None:
+            raise ValueError("metric_for_best_model='tofu/forget_quality' needs the retain model's statistics: pass "
+                             "TOFUCallback(reference_stats=compute_reference_stats(retain_model, tokenizer, forget)).")
+        if metric == "tofu/model_utility" and not set(UTILITY_SETS) <= set(self.sets):
+            raise ValueError(f"metric_for_best_model='tofu/model_utility' needs the eval sets {list(UTILITY_SETS)}.")
+        if metric == "tofu/forget_kl" and not has_reference_model:
+            raise ValueError("metric_for_best_model='tofu/forget_kl' needs a reference model (ref_model or PEFT).")
 
 
 def metrics_from_scores(scores: dict[str, dict], reference_ratios=None) -> dict[str, float | None]:
@@ -142,8 +125,7 @@ def metrics_from_scores(scores: dict[str, dict], reference_ratios=None) -> dict[
     for name, set_scores in scores.items():
         metrics.update(set_metrics(name, set_scores))
     if reference_ratios is not None and "forget" in scores:
-        ratios = truth_ratios(scores["forget"]["correct_logps"], scores["forget"]["perturbed_logps"])
-        metrics["tofu/forget_quality"] = forget_quality(ratios, reference_ratios)
+        metrics["tofu/forget_quality"] = forget_quality(scores["forget"]["truth_ratios"], reference_ratios)
     if all(name in scores for name in UTILITY_SETS):
         metrics["tofu/model_utility"] = model_utility([metrics[key] for key in UTILITY_METRICS])
     return metrics

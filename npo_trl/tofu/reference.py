@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from ..eval.runner import eval_mode
 from ..prompts import get_prompt_format
-from .metrics import TOFUEvalSet, score_eval_set, truth_ratios
+from .eval_sets import TOFUEvalSet, score_eval_set
+from .metrics import truth_ratios
 
 SOURCES = ("npo-trl", "open-unlearning", "tofu")
 
@@ -55,16 +57,12 @@ def compute_reference_stats(model, processing_class, forget_eval_set, *, max_sam
         if stats.get("fingerprint") == forget.fingerprint and stats.get("model") == _model_id(model) and \
                 stats.get("mask_pad_tokens", False) == mask_pad_tokens:
             return stats
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         scores = score_eval_set(model, processing_class, forget, batch_size=batch_size, generate=False,
                                 accelerator=accelerator, mask_pad_tokens=mask_pad_tokens)
-    finally:
-        model.train(was_training)
     stats = {
         "source": "npo-trl",
-        "truth_ratios": truth_ratios(scores["correct_logps"], scores["perturbed_logps"]).tolist(),
+        "truth_ratios": scores["truth_ratios"].tolist(),
         "fingerprint": forget.fingerprint,
         "num_rows": len(forget),
         "max_samples": max_samples,

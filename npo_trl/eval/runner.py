@@ -1,0 +1,98 @@
+"""Running an evaluation on one or several processes: the model in eval mode (unwrapped, every process taking part in
+generation under ZeRO-3), each process's shard of the rows in length-sorted batches, a progress bar, the gather that
+restores the rows' order, and the time spent in each kind of model pass (the hook benchmarks read)."""
+
+import contextlib
+import math
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """`model` in eval mode; its train/eval mode comes back afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def evaluation_model(model, accelerator=None, gradient_checkpointing_kwargs=None):
+    """(model, synced_gpus): `model` unwrapped from DDP or DeepSpeed (its ZeRO-3 shards stay sharded) and in eval mode,
+    and whether generation must run with `synced_gpus` (ZeRO-3: every process runs every decoding step)."""
+    if accelerator is None:
+        with eval_mode(model):
+            yield model, False
+        return
+    from trl.distributed import DistributedBackend
+    from trl.models.utils import unwrap_model_for_generation
+
+    zero3 = DistributedBackend(accelerator).is_zero3
+    with unwrap_model_for_generation(model, accelerator, gather_deepspeed3_params=False,
+                                     gradient_checkpointing_kwargs=gradient_checkpointing_kwargs) as unwrapped, \
+            eval_mode(unwrapped):
+        yield unwrapped, zero3
+
+
+def shard(num_rows: int, accelerator) -> list[int]:
+    """This process's rows: equal-sized contiguous blocks, the last padded by repeating the final row, so that
+    every process runs the same number of forward passes (ZeRO-3 needs it) and a gather restores the order."""
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
+    per_process = math.ceil(num_rows / world)
+    return [min(i, num_rows - 1) for i in range(rank * per_process, (rank + 1) * per_process)]
+
+
+def length_sorted(indices: list[int], lengths: list[int]) -> list[int]:
+    """Positions into `indices` in order of their rows' length, so that a batch pads little."""
+    return sorted(range(len(indices)), key=lambda j: (lengths[indices[j]], j))
+
+
+def batches(indices: list[int], order: list[int], size: int, progress: bool = False, description: str = ""):
+    """Rows of `indices` in `order`, `size` at a time (with a tqdm bar when `progress`)."""
+    starts = range(0, len(order), size)
+    for start in tqdm(starts, desc=description, disable=not progress, leave=False):
+        yield [indices[j] for j in order[start:start + size]]
+
+
+def gather_rows(table: torch.Tensor, order: list[int], accelerator, num_rows: int) -> np.ndarray:
+    """A (shard rows, columns) table computed in `order` put back in row order, gathered over processes, cut to
+    `num_rows` (the last shard's repeats dropped)."""
+    table = table[torch.argsort(torch.tensor(order, device=table.device))]
+    if accelerator is not None:
+        table = accelerator.gather(table)
+    return table[:num_rows].cpu().numpy()
+
+
+class PassTimer:
+    """Seconds spent in each kind of model pass (e.g. "score", "generate", "kl") and counts (e.g. generated tokens),
+    summed since the last `reset()`. On an accelerator each pass ends with a synchronisation, so a pass's time is the
+    device's. Evaluators time their passes with it; `evaluator.timer` is what a benchmark reads."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.seconds, self.counts = defaultdict(float), defaultdict(int)
+
+    @contextlib.contextmanager
+    def __call__(self, kind: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if torch.accelerator.is_available():
+                torch.accelerator.synchronize()
+            self.seconds[kind] += time.perf_counter() - start
+
+    def count(self, kind: str, n: int):
+        self.counts[kind] += int(n)
+
+    def summary(self) -> dict:
+        return {"seconds": dict(self.seconds), "counts": dict(self.counts)}

@@ -1,0 +1,176 @@
+"""TOFU's evaluation sets: rows validated, selected and tokenized once, then scored per row with the evaluation core
+(`npo_trl.eval`): every candidate answer's length-normalised log-probability, the greedy answer's ROUGE-L recall, the
+KL to a reference model, and the truth ratio."""
+
+import hashlib
+import json
+import random
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..eval import scoring
+from ..eval.runner import PassTimer, batches, gather_rows, length_sorted, shard
+from ..prompts import generation_prompt_ids, get_prompt_format, tokenize_qa
+from .metrics import EVAL_SETS, PARAPHRASED_SETS, rouge_l_recall, truth_ratios
+
+
+def _required_fields(name: str) -> tuple[str, ...]:
+    if name in PARAPHRASED_SETS:
+        return "question", "answer", "paraphrased_answer", "perturbed_answer"
+    return "question", "answer", "perturbed_answer"
+
+
+def validate_rows(rows: Sequence[dict], name: str) -> None:
+    """Refuse an evaluation set that does not follow TOFU's schema, naming the row, the field and the fix."""
+    if name not in EVAL_SETS:
+        raise ValueError(f"Unknown TOFU evaluation set {name!r}: name the sets {list(EVAL_SETS)}.")
+    if len(rows) == 0:
+        raise ValueError(f"The TOFU evaluation set {name!r} is empty.")
+    num_perturbed = None
+    for index, row in enumerate(rows):
+        for field in _required_fields(name):
+            if field not in row:
+                raise ValueError(
+                    f"TOFU set {name!r}, row {index}: missing field {field!r}. Use TOFU's evaluation files (for "
+                    f"{name!r}: {list(_required_fields(name))}), e.g. `npo_trl.tofu.tofu_eval_sets`."
+                )
+        perturbed = row["perturbed_answer"]
+        if not isinstance(perturbed, (list, tuple)) or not perturbed:
+            raise ValueError(
+                f"TOFU set {name!r}, row {index}: field 'perturbed_answer' must be a non-empty list of strings, got "
+                f"{type(perturbed).__name__}: {perturbed!r:.80}."
+            )
+        for field in _required_fields(name):
+            for text in (perturbed if field == "perturbed_answer" else [row[field]]):
+                if not isinstance(text, str) or not text.strip():
+                    raise ValueError(f"TOFU set {name!r}, row {index}: field {field!r} must hold non-empty strings, "
+                                     f"got {text!r:.80}.")
+        if num_perturbed is not None and len(perturbed) != num_perturbed:
+            raise ValueError(
+                f"TOFU set {name!r}, row {index}: field 'perturbed_answer' has {len(perturbed)} answers but row 0 has "
+                f"{num_perturbed}; every row of a set needs the same number."
+            )
+        num_perturbed = len(perturbed)
+
+
+def select_indices(num_rows: int, max_samples: int | None = None, seed: int | None = 0) -> list[int]:
+    """The rows to score: all of them (`max_samples=None`, what the reference evaluator open-unlearning does), else at
+    most `max_samples`, a fixed subset drawn with `seed` (in their original order), or with `seed=None` the first
+    `max_samples` (what TOFU's original code, `ds_size: 300`, did)."""
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"max_samples must be >= 1 or None for every row (got {max_samples}).")
+    if max_samples is None or num_rows <= max_samples:
+        return list(range(num_rows))
+    if seed is None:
+        return list(range(max_samples))
+    return sorted(random.Random(seed).sample(range(num_rows), max_samples))
+
+
+def select_rows(rows: Sequence[dict], max_samples: int | None = None, seed: int | None = 0) -> list[dict]:
+    """The rows `select_indices` keeps."""
+    rows = list(rows)
+    return [rows[i] for i in select_indices(len(rows), max_samples, seed)]
+
+
+class TOFUEvalSet:
+    """One TOFU evaluation set, selected, validated and tokenized once.
+
+    Each row keeps its generation prompt and its candidate (context, answer) token pairs in a fixed order: the
+    answer, then the paraphrased answer (forget and retain only), then the perturbed answers. `indices` are the
+    selected rows' positions among the `num_source_rows` rows given (see `select_indices`); `prompt_format` is a preset
+    name or a `npo_trl.prompts.PromptFormat`, and `token_boundary` is `npo_trl.prompts.tokenize_qa`'s.
+    """
+
+    def __init__(self, name, rows, processing_class, max_samples=None, seed=0, prompt_format="plain",
+                 prompt_template=None, completion_template=None, token_boundary="common_prefix"):
+        rows = list(rows)
+        validate_rows(rows, name)
+        self.name = name
+        self.prompt_format = get_prompt_format(prompt_format, prompt_template, completion_template)
+        self.token_boundary = token_boundary
+        self.num_source_rows, self.source_answers = len(rows), [row["answer"] for row in rows]
+        self.indices = select_indices(len(rows), max_samples, seed)
+        self.rows = [rows[i] for i in self.indices]
+        self.has_paraphrase = name in PARAPHRASED_SETS
+        self.num_perturbed = len(self.rows[0]["perturbed_answer"])
+        self.answers = [row["answer"] for row in self.rows]
+        self.prompts = [generation_prompt_ids(processing_class, row["question"], self.prompt_format)
+                        for row in self.rows]
+        self.candidates = [
+            [tokenize_qa(processing_class, row["question"], text, self.prompt_format, token_boundary)
+             for text in self._texts(row)]
+            for row in self.rows
+        ]
+        # candidate_logps can run each question once when every row's candidates share >= 2 prompt tokens
+        self.lengths = [max(len(p) + len(c) for p, c in pairs) for pairs in self.candidates]
+        self.shares_prompt = min(scoring.shared_prefix_length([p for p, _ in c]) for c in self.candidates) >= 2
+        fields = [[row["question"], *self._texts(row)] for row in self.rows]
+        formatting = [self.prompt_format.to_dict(), token_boundary]
+        self.fingerprint = hashlib.sha256(json.dumps([formatting, fields]).encode()).hexdigest()
+
+    def _texts(self, row) -> list[str]:
+        return [row["answer"]] + ([row["paraphrased_answer"]] if self.has_paraphrase else []) + \
+            list(row["perturbed_answer"])
+
+    def __len__(self):
+        return len(self.rows)
+
+
+@torch.no_grad()
+def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, *, ref_model=None, batch_size: int = 8,
+                   max_new_tokens: int = 200, generate: bool = True, accelerator=None, synced_gpus: bool = False,
+                   generation_batch_size: int | None = None, mask_pad_tokens: bool = False,
+                   timer: PassTimer | None = None, progress: bool = False) -> dict[str, np.ndarray]:
+    """Per-row scores of one set: `answer_logps`, `correct_logps`, `perturbed_logps` (rows, n) (length-normalised),
+    `truth_ratios`, `rouge` (with `generate`, `generation_batch_size` rows at a time, by default `batch_size`) and
+    `kl` (with `ref_model`); NaN where not computed. `mask_pad_tokens` as for `npo_trl.eval.scoring`; `timer` sums
+    the seconds of the "score", "kl" and "generate" passes and counts "generated_tokens".
+
+    With `accelerator`, each process scores its shard of the rows and the scores are gathered; the model must
+    already be unwrapped and in eval mode (see `npo_trl.eval.runner.evaluation_model`).
+    """
+    timer = timer or PassTimer()
+    pad_id = scoring.pad_id_of(processing_class)
+    device = accelerator.device if accelerator is not None else scoring._device(model)
+    indices = shard(len(eval_set), accelerator)
+    order = length_sorted(indices, eval_set.lengths)
+    num_candidates = len(eval_set.candidates[0])
+    share_prompt = eval_set.shares_prompt and scoring.can_share_prefix(model)  # per set: ZeRO-3 ranks must agree
+
+    logps, rouge, kl = [], [], []
+    for rows in batches(indices, order, batch_size, progress, f"scoring {eval_set.name}"):
+        pairs = [pair for i in rows for pair in eval_set.candidates[i]]  # every candidate of the batch, stacked
+        with timer("score"):
+            if share_prompt:
+                logps.append(scoring.candidate_logps(model, *zip(*pairs), num_candidates, pad_id, device,
+                                                     mask_pad_tokens))
+            else:
+                logps.append(scoring.sequence_logps(model, *zip(*pairs), pad_id, device, mask_pad_tokens)
+                             .view(len(rows), num_candidates))
+        if ref_model is not None:
+            with timer("kl"):
+                kl.append(scoring.reference_kl(model, ref_model, *zip(*[eval_set.candidates[i][0] for i in rows]),
+                                               pad_id, device, mask_pad_tokens))
+    if generate:
+        for rows in batches(indices, order, generation_batch_size or batch_size, progress,
+                            f"generating {eval_set.name}"):
+            with timer("generate"):
+                answers = scoring.generate_answers(model, processing_class, [eval_set.prompts[i] for i in rows],
+                                                   max_new_tokens, synced_gpus, device, mask_pad_tokens, timer)
+            rouge.append(torch.tensor(rouge_l_recall(answers, [eval_set.answers[i] for i in rows]), device=device))
+    nan = torch.full((len(indices),), float("nan"), device=device)
+    columns = torch.cat([torch.cat(logps).double(), (torch.cat(rouge) if rouge else nan).double()[:, None],
+                         (torch.cat(kl) if kl else nan).double()[:, None]], dim=1)
+    table = gather_rows(columns, order, accelerator, len(eval_set))
+    first_perturbed = 2 if eval_set.has_paraphrase else 1
+    scores = {
+        "answer_logps": table[:, 0],
+        "correct_logps": table[:, first_perturbed - 1],
+        "perturbed_logps": table[:, first_perturbed:num_candidates],
+        "rouge": table[:, num_candidates],
+        "kl": table[:, num_candidates + 1],
+    }
+    scores["truth_ratios"] = truth_ratios(scores["correct_logps"], scores["perturbed_logps"])
+    return scores

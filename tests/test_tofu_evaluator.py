@@ -1,0 +1,70 @@
+"""TOFUEvaluator: every metric, forget quality against the retain model's statistics, and their cache."""
+
+import json
+import math
+
+import pytest
+from datasets import concatenate_datasets
+from helpers import fine_tune, tiny_llama, toy_eval_sets, toy_qa
+
+from npo_trl.tofu import TOFUEvaluator, compute_reference_stats
+from npo_trl.tofu.metrics import METRICS
+
+
+def test_evaluator_reports_every_metric_and_forget_quality_against_reference_stats(tmp_path, finetuned, tokenizer):
+    sets = toy_eval_sets()
+    cache = tmp_path / "retain_stats.json"
+    stats = compute_reference_stats(finetuned, tokenizer, sets["forget"], cache_path=str(cache))
+    assert len(stats["truth_ratios"]) == len(sets["forget"]) and json.loads(cache.read_text()) == stats
+
+    metrics = TOFUEvaluator(tokenizer, sets, reference_stats=str(cache), max_new_tokens=12).evaluate(
+        finetuned, ref_model=finetuned)
+    assert set(metrics) == set(METRICS) and all(v is not None and math.isfinite(v) for v in metrics.values())
+    assert metrics["tofu/forget_quality"] == 1.0  # the same model as the reference: identical truth ratios
+    assert metrics["tofu/forget_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["tofu/forget_prob"] > 0.9 and metrics["tofu/forget_rouge"] == 1.0
+    assert 0 < metrics["tofu/model_utility"] <= 1
+
+    # The cache is read back (not recomputed) for the same rows and model ...
+    cached = dict(stats, truth_ratios=[9.0] * len(sets["forget"]))
+    cache.write_text(json.dumps(cached))
+    assert compute_reference_stats(finetuned, tokenizer, sets["forget"], cache_path=str(cache)) == cached
+    # ... and statistics of other rows are refused.
+    with pytest.raises(ValueError, match="recompute"):
+        TOFUEvaluator(tokenizer, sets, reference_stats=stats, max_samples=4)
+    # Without statistics, no forget quality, clearly.
+    assert TOFUEvaluator(tokenizer, {"forget": sets["forget"]}, max_new_tokens=4).evaluate(finetuned)[
+        "tofu/forget_quality"] is None
+
+
+# Computed at commit b0d235e, before the evaluation core was split out of npo_trl/tofu/metrics.py (that code cast the
+# log-probabilities to float32; they now stay in float64 for a float64 model, hence ~1e-7 differences).
+PINNED = {
+    "tofu/forget_quality": 0.00015540015540015537,
+    "tofu/model_utility": 0.9436602162444042,
+    "tofu/forget_prob": 0.6771619318796605,
+    "tofu/forget_rouge": 0.8916666666666666,
+    "tofu/forget_truth_ratio": 0.01413940545538406,
+    "tofu/forget_kl": 0.722400575876236,
+    "tofu/retain_prob": 0.7003816666738993,
+    "tofu/retain_rouge": 0.94375,
+    "tofu/retain_truth_ratio": 0.9859339945863628,
+    "tofu/real_authors_prob": 0.990825203588026,
+    "tofu/real_authors_rouge": 1.0,
+    "tofu/real_authors_truth_ratio": 0.9969216694438235,
+    "tofu/world_facts_prob": 0.9827736778888783,
+    "tofu/world_facts_rouge": 1.0,
+    "tofu/world_facts_truth_ratio": 0.99424031953788,
+}
+
+
+def test_every_metric_equals_the_values_pinned_before_the_restructuring(tokenizer):
+    model = tiny_llama(len(tokenizer), seed=21).double()
+    fine_tune(model, tokenizer, concatenate_datasets([toy_qa(0, 4), toy_qa(4, 16)]), steps=60)
+    retain = tiny_llama(len(tokenizer), seed=22).double()
+    fine_tune(retain, tokenizer, toy_qa(4, 16), steps=60)
+    sets = toy_eval_sets()
+    stats = compute_reference_stats(retain, tokenizer, sets["forget"], batch_size=3)
+    metrics = TOFUEvaluator(tokenizer, sets, reference_stats=stats, batch_size=3, max_new_tokens=12).evaluate(
+        model, ref_model=retain)
+    assert metrics == pytest.approx(PINNED, abs=1e-6)
