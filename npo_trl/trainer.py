@@ -11,6 +11,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id
 
 from . import losses
+from .checks import checked_inputs
 from .config import REFERENCE_FORGET_LOSSES, NPOConfig
 from .data import DataCollatorForUnlearning, RetainStream, to_unlearning_rows, unstack
 from .models import reference_adapter
@@ -97,8 +98,8 @@ class NPOTrainer(DPOTrainer):
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = NPOConfig(f"{model_name.split('/')[-1]}-NPO")
-        ref_model, retain_dataset = _checked_inputs(model, ref_model, args, train_dataset, retain_dataset,
-                                                    compute_metrics, peft_config)
+        ref_model, retain_dataset = checked_inputs(model, ref_model, args, train_dataset, retain_dataset,
+                                                   compute_metrics, peft_config)
         if processing_class is None:
             processing_class = AutoProcessor.from_pretrained(model if isinstance(model, str) else
                                                              get_config_model_id(model.config))
@@ -324,41 +325,3 @@ class NPOTrainer(DPOTrainer):
         mode = "train" if self.model.training else "eval"
         self._metrics[mode]["nonfinite/rows"].append(num_bad)
         return finite
-
-
-def _checked_inputs(model, ref_model, args, train_dataset, retain_dataset, compute_metrics, peft_config):
-    """Refuse inputs that cannot train (naming the fix) and drop those the objective does not use (with a warning);
-    returns the `ref_model` and `retain_dataset` to use."""
-    if not isinstance(args, NPOConfig):
-        raise ValueError(f"args must be an NPOConfig, got {type(args).__name__}: use NPOConfig(**args.to_dict()).")
-    if train_dataset is None or (isinstance(train_dataset, Dataset) and len(train_dataset) == 0):
-        raise ValueError("train_dataset, the forget set, is missing or empty: pass the rows to unlearn.")
-    if args.retain_loss is not None and retain_dataset is None:
-        raise ValueError(f"retain_loss={args.retain_loss!r} needs retain_dataset: pass the retain set.")
-    if args.retain_loss is None and retain_dataset is not None:
-        warnings.warn("retain_dataset is ignored because retain_loss is None: set retain_loss='nll' or 'kl'.")
-        retain_dataset = None
-    if ref_model is not None and not args.needs_reference:
-        warnings.warn(
-            f"forget_loss={args.forget_loss!r} with retain_loss={args.retain_loss!r} uses no reference model: "
-            "the ref_model passed is ignored."
-        )
-        ref_model = None
-    if ref_model is not None and isinstance(model, PreTrainedModel):
-        vocab, ref_vocab = (m.config.get_text_config().vocab_size for m in (model, ref_model))
-        if vocab != ref_vocab:
-            raise ValueError(
-                f"model and ref_model have different vocabularies ({vocab} vs {ref_vocab} tokens): the reference "
-                "must be the model before unlearning, with the same tokenizer."
-            )
-    if args.retain_loss == "kl" and args.precompute_ref_log_probs and ref_model is None and peft_config is None:
-        raise ValueError(
-            "retain_loss='kl' compares full next-token distributions with π_ref on retain rows, which cannot be "
-            "precomputed: set precompute_ref_log_probs=False, or pass ref_model."
-        )
-    if compute_metrics is not None:
-        raise ValueError(
-            "compute_metrics is not supported: NPOTrainer's evaluation reports the forget loss and log-probs. "
-            "For benchmark metrics during training use npo_trl.tofu.TOFUCallback (or npo_trl.eval's callback)."
-        )
-    return ref_model, retain_dataset
