@@ -93,6 +93,9 @@ def test_logs_of_other_rows_are_refused_naming_the_mismatch(tmp_path, logged, fo
     gap["avg_paraphrased_loss"].pop("3")
     with pytest.raises(ValueError, match="not 0..6: a log of every row"):
         load_reference_stats(write(tmp_path / "gap.json", gap))
+    partial = open_unlearning_log(ratios, answers)
+    partial["forget_Q_A_ROUGE"]["value_by_index"]["2"].pop("ground_truth")  # no complete answers: no order check
+    assert load_reference_stats(write(tmp_path / "partial.json", partial))["answers"] is None
     with pytest.raises(ValueError, match="holds no reference statistics"):
         load_reference_stats(write(tmp_path / "summary.json", {"forget_quality": 0.5, "model_utility": 0.6}))
     with pytest.raises(ValueError, match="numeric 'score'"):

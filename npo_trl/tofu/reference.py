@@ -101,8 +101,14 @@ def _open_unlearning_stats(log: dict, path) -> dict[str, Any]:
     rouge = log.get("forget_Q_A_ROUGE", {}).get("value_by_index") if isinstance(log.get("forget_Q_A_ROUGE"), dict) \
         else None
     if rouge:
-        answers = [entry.get("ground_truth") for entry in _by_row(rouge, "forget_Q_A_ROUGE.value_by_index", path)]
-    return {"source": "open-unlearning", "truth_ratios": [float(r) for r in ratios], "answers": answers}
+        answers = [entry.get("ground_truth") if isinstance(entry, dict) else None
+                   for entry in _by_row(rouge, "forget_Q_A_ROUGE.value_by_index", path)]
+    return {"source": "open-unlearning", "truth_ratios": [float(r) for r in ratios], "answers": _all_or_none(answers)}
+
+
+def _all_or_none(answers):
+    """The logged answers, if the log holds every row's as text (then they check the row order); else None."""
+    return answers if answers is not None and all(isinstance(a, str) for a in answers) else None
 
 
 def _tofu_stats(log: dict, path) -> dict[str, Any]:
@@ -113,9 +119,11 @@ def _tofu_stats(log: dict, path) -> dict[str, Any]:
                          f"({len(paraphrased)} rows), got shape {perturbed.shape}.")
     answers = None
     if isinstance(log.get("generated_text"), (dict, list)):
-        answers = [entry[2] for entry in _by_row(log["generated_text"], "generated_text", path)]
+        answers = [entry[2] if isinstance(entry, list) and len(entry) > 2 else None
+                   for entry in _by_row(log["generated_text"], "generated_text", path)]
     # Losses are negated length-normalised log-probs: R = exp(mean_j log P(perturbed_j) − log P(paraphrased)).
-    return {"source": "tofu", "truth_ratios": truth_ratios(-paraphrased, -perturbed).tolist(), "answers": answers}
+    return {"source": "tofu", "truth_ratios": truth_ratios(-paraphrased, -perturbed).tolist(),
+            "answers": _all_or_none(answers)}
 
 
 def load_reference_stats(path) -> dict[str, Any]:
