@@ -149,16 +149,18 @@ def generation_prompt_ids(processing_class, question: str, prompt_format: "str |
 
 
 def tokenize_qa(processing_class, question: str, answer: str, prompt_format: "str | PromptFormat" = "plain",
-                token_boundary: str = "common_prefix") -> tuple[list[int], list[int]]:
+                token_boundary: str = "common_prefix", prompt_ids: list[int] | None = None
+                ) -> tuple[list[int], list[int]]:
     """(context ids, answer ids): the scored sequence is their concatenation and the answer ids are the scored tokens.
 
     See the module docstring for `token_boundary`; with `"common_prefix"` these are the tokens NPOTrainer trains on.
+    `prompt_ids`, the question's `generation_prompt_ids` if already computed, saves tokenizing it again.
     """
     prompt_format = get_prompt_format(prompt_format) if isinstance(prompt_format, str) else prompt_format
     if token_boundary not in TOKEN_BOUNDARIES:
         raise ValueError(f"token_boundary={token_boundary!r} is unknown: use one of {list(TOKEN_BOUNDARIES)}.")
     tokenizer = _tokenizer(processing_class)
-    prefix = generation_prompt_ids(processing_class, question, prompt_format)
+    prefix = prompt_ids if prompt_ids is not None else generation_prompt_ids(processing_class, question, prompt_format)
     prompt, completion = format_qa(prompt_format, {"question": question, "answer": answer})
     full = _ids(processing_class, prompt + (completion if prompt_format.chat else completion + tokenizer.eos_token),
                 prompt_format)

@@ -99,9 +99,9 @@ class TOFUEvalSet:
         self.prompts = [generation_prompt_ids(processing_class, row["question"], self.prompt_format)
                         for row in self.rows]
         self.candidates = [
-            [tokenize_qa(processing_class, row["question"], text, self.prompt_format, token_boundary)
+            [tokenize_qa(processing_class, row["question"], text, self.prompt_format, token_boundary, prompt)
              for text in self._texts(row)]
-            for row in self.rows
+            for row, prompt in zip(self.rows, self.prompts, strict=True)
         ]
         # candidate_logps can run each question once when every row's candidates share >= 2 prompt tokens
         self.lengths = [max(len(p) + len(c) for p, c in pairs) for pairs in self.candidates]
