@@ -49,7 +49,6 @@ def tofu_child(sizes: Sizes, workdir: str) -> dict:
 
     from npo_trl.prompts import tokenize_qa
     from npo_trl.tofu import TOFUEvaluator, load_reference_stats
-    from npo_trl.tofu.metrics import EVAL_SETS
 
     argv = example_argv(sizes, workdir)
     script_args, args, model_args = tofu.make_parser().parse_args_and_config(args=argv)
@@ -57,7 +56,8 @@ def tofu_child(sizes: Sizes, workdir: str) -> dict:
     tofu.main(script_args, args, model_args)  # every stage, and a first run of the unlearning stage (warm-up)
     out, path = args.output_dir, os.path.join(args.output_dir, "unlearn", "npo")
     splits = tofu.load_splits(script_args)
-    eval_sets = {name: splits[f"eval_{name}"] for name in EVAL_SETS}
+    eval_sets = {key.removeprefix("eval_"): split for key, split in splits.items()
+                 if key.startswith("eval_") and key != "eval_facts"}  # the example's, holdout included (--privacy)
     stats = load_reference_stats(os.path.join(out, "retain_stats.json"))
     shutil.rmtree(path)
     start = time.perf_counter()
@@ -69,11 +69,13 @@ def tofu_child(sizes: Sizes, workdir: str) -> dict:
     train_start = timings[0]["end"]  # the first evaluation runs at on_train_begin
     evaluations = [{"seconds": t["seconds"]["total"], "step": row["step"],
                     "parts": {**t["seconds"], **t["counts"]}} for t, row in zip(timings, rows, strict=True)]
-    evaluator = TOFUEvaluator(AutoTokenizer.from_pretrained(os.path.join(out, "full")), eval_sets,
-                              max_new_tokens=script_args.max_new_tokens,
-                              generation_batch_size=script_args.eval_generation_batch_size,
-                              **tofu.evaluation_settings(script_args))
-    tokenizer = evaluator.processing_class
+    settings = dict(max_new_tokens=script_args.max_new_tokens,
+                    generation_batch_size=script_args.eval_generation_batch_size,
+                    **tofu.evaluation_settings(script_args))
+    tokenizer = AutoTokenizer.from_pretrained(os.path.join(out, "full"))
+    evaluator = TOFUEvaluator(tokenizer, eval_sets, stats, **settings)
+    without_privacy = TOFUEvaluator(tokenizer, {k: v for k, v in eval_sets.items() if k != "holdout"}, stats,
+                                    **settings)
     forget_tokens = sum(len(p) + len(c) for p, c in (tokenize_qa(tokenizer, row["question"], row["answer"])
                                                       for row in splits["forget"]))
     first = evaluations[0]
@@ -88,7 +90,24 @@ def tofu_child(sizes: Sizes, workdir: str) -> dict:
              "forget_loss": "npo", "retain_loss": None}
     return {"evaluations": evaluations, "stages": [stage], "default_epochs": default_epochs,
             "argv": " ".join(argv).replace(workdir, "<tmp>"), "work": evaluation_work(evaluator, with_kl=True),
-            "eval_profile": profile_evaluation(evaluator, os.path.join(path, "final"))}
+            "eval_profile": profile_evaluation(evaluator, os.path.join(path, "final")),
+            "privacy_cost": privacy_cost(evaluator, without_privacy, os.path.join(path, "final"))}
+
+
+def privacy_cost(with_privacy, without_privacy, model_path: str, repeats: int = 3) -> dict:
+    """The privacy metrics' share of one evaluation: the unlearned model evaluated (one process, warm) with the holdout
+    set and without it, alternately, `repeats` times each; medians of the evaluators' own timers."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    seconds = {"with": [], "without": []}
+    for _ in range(repeats):
+        for key, evaluator in (("with", with_privacy), ("without", without_privacy)):
+            evaluator.evaluate(model)
+            seconds[key].append(evaluator.timer.seconds["total"])
+    with_seconds, without_seconds = statistics.median(seconds["with"]), statistics.median(seconds["without"])
+    return {"with_privacy": with_seconds, "without_privacy": without_seconds, "repeats": repeats,
+            "holdout_rows": len(with_privacy.sets["holdout"]), "share": (with_seconds - without_seconds) / with_seconds}
 
 
 def evaluation_work(evaluator, with_kl: bool) -> dict:
@@ -102,7 +121,7 @@ def evaluation_work(evaluator, with_kl: bool) -> dict:
         for prompt, pairs in zip(eval_set.prompts, eval_set.candidates, strict=True):
             cached = shared_prefix_length([p for p, _ in pairs]) - 1
             scored += cached + sum(len(p) - cached + len(c) for p, c in pairs)
-            generated += len(prompt) + len(pairs[0][1])
+            generated += 0 if eval_set.name == "holdout" else len(prompt) + len(pairs[0][1])  # not generated
             if with_kl and eval_set.name == "forget":
                 kl += len(pairs[0][0]) + len(pairs[0][1])
     return {"scored": scored, "generated": generated, "kl": kl}

@@ -64,7 +64,15 @@ def evaluation_markdown(ev: dict) -> list[str]:
         f"({t_eval / allowed:.{0 if t_eval >= 10 * allowed else 1}f}× less than measured) |",
         f"| evaluating every k epochs meets {EVAL_SHARE_TARGET:.0%} from k = | {ev['epochs_per_evaluation']} "
         f"({ev['epochs_per_evaluation_without_generation']} if generation cost nothing) |",
-    ] + _work_markdown(ev) + _eval_profile_markdown(ev.get("eval_profile"))
+    ] + _privacy_markdown(ev.get("privacy_cost")) + _work_markdown(ev) + _eval_profile_markdown(ev.get("eval_profile"))
+
+
+def _privacy_markdown(cost: dict | None) -> list[str]:
+    if not cost:
+        return []
+    return [f"| the privacy metrics' share of one evaluation (the unlearned model evaluated with and without the "
+            f"{cost['holdout_rows']} holdout rows, alternately, median of {cost['repeats']}: "
+            f"{cost['with_privacy']:.2f} s / {cost['without_privacy']:.2f} s) | **{cost['share']:.0%}** |"]
 
 
 def _work_markdown(ev: dict) -> list[str]:

@@ -18,7 +18,11 @@ from the last finished stage):
    (`retain_stats.json`), against which forget quality is measured; --retain_model scores a given retain model
    instead, and --reference_stats reads its published evaluation log (no retain model at all);
 4. `unlearn/<method>/`: the fine-tuned model unlearned with each method of --methods, TOFU's metrics every epoch;
-5. `results.csv`, `results.json`, `fig5_tradeoff.png`, `fig6_per_epoch.png`, `samples.json`.
+5. `results.csv`, `results.json`, `fig5_tradeoff.png`, `fig6_per_epoch.png`, `fig_privacy.png`, `samples.json`.
+
+With --privacy (the default), every evaluation also reports the privacy metrics (npo_trl.eval.privacy): each
+membership-inference attack's AUC of forget vs holdout rows (authors in no fine-tune), PrivLeak against the retain
+model's AUC, exact memorization and extraction strength.
 
 Training rows and evaluation prompts share one --prompt_format (npo_trl.prompts.PROMPT_FORMATS). Every model is
 loaded with trl.ModelConfig's --dtype, --attn_implementation and --model_revision; the unlearning stage also takes its
@@ -148,6 +152,13 @@ class TOFUScriptArguments:
     finetune_epochs: float = field(default=20, metadata={"help": "Epochs of the full and retain fine-tunes."})
     finetune_learning_rate: float = field(default=2e-3, metadata={"help": "Learning rate of the fine-tunes."})
     finetune_batch_size: int = field(default=32, metadata={"help": "Per-device batch size of the fine-tunes."})
+    privacy: bool = field(
+        default=True,
+        metadata={"help": "Also report the privacy metrics (membership-inference AUCs of forget vs holdout rows, "
+                          "PrivLeak, exact memorization, extraction strength): one more pass over the holdout split "
+                          "per evaluation. PrivLeak needs the retain model's AUCs: --reference_stats files without "
+                          "them need --privacy false."},
+    )
     sanity_check: bool = field(
         default=False,
         metadata={"help": "Also train a second retain model (another seed) and report its forget quality, which "
@@ -160,7 +171,8 @@ def load_splits(script_args: TOFUScriptArguments) -> dict[str, Dataset]:
     """The splits this experiment uses, from the generator, a local folder or the hub."""
     names = {"full": "full", "forget": script_args.forget_split,
              "retain": "retain" + str(100 - int(script_args.forget_split.removeprefix("forget"))),
-             **{f"eval_{k}": v for k, v in eval_split_names(script_args.forget_split).items()}}
+             **{f"eval_{k}": v
+                for k, v in eval_split_names(script_args.forget_split, script_args.privacy).items()}}
     if script_args.dataset == "synthetic":
         data = make_synthetic_tofu(script_args.num_authors or 100, script_args.qa_per_author, seed=0)
         splits = {key: data[name] for key, name in names.items()}
@@ -308,17 +320,20 @@ def evaluation_settings(script_args) -> dict:
             "mask_pad_tokens": script_args.mask_pad_tokens}
 
 
-def reference_stats(script_args, args, model_args, model_path, tokenizer, forget_eval, cache_path):
-    """The retain model's truth ratios on the forget set, computed once by the main process and cached."""
+def reference_stats(script_args, args, model_args, model_path, tokenizer, eval_sets, cache_path):
+    """The retain model's truth ratios on the forget set (and its privacy statistics, with the holdout set), computed
+    once by the main process and cached."""
     with outside_zero3(args), PartialState().main_process_first():
-        return compute_reference_stats(load_model(model_path, model_args), tokenizer, forget_eval,
-                                       cache_path=cache_path, **evaluation_settings(script_args))
+        return compute_reference_stats(load_model(model_path, model_args), tokenizer, eval_sets["forget"],
+                                       holdout_eval_set=eval_sets.get("holdout"), cache_path=cache_path,
+                                       **evaluation_settings(script_args))
 
 
-def published_reference_stats(script_args, tokenizer, forget_eval):
-    """--reference_stats, read and checked against the forget set before anything trains."""
+def published_reference_stats(script_args, tokenizer, eval_sets):
+    """--reference_stats, read and checked against the forget (and holdout) set before anything trains."""
     stats = load_reference_stats(script_args.reference_stats)
-    TOFUEvaluator(tokenizer, {"forget": forget_eval}, stats, **evaluation_settings(script_args))  # raises if off
+    checked = {name: eval_sets[name] for name in ("forget", "holdout") if name in eval_sets}
+    TOFUEvaluator(tokenizer, checked, stats, **evaluation_settings(script_args))  # raises if off
     return stats
 
 
@@ -370,7 +385,7 @@ def best_row(rows: list[dict]) -> dict:
     return max(rows, key=lambda r: (r["tofu/forget_quality"] or 0.0, r["tofu/model_utility"] or 0.0))
 
 
-def report(script_args, args, model_args, eval_sets, full_path, sanity):
+def report(script_args, args, model_args, eval_sets, full_path, sanity, stats):
     """Stage 5: results.csv/json (method × epoch), Figures 5 and 6, and sample generations (Figure 7)."""
     import matplotlib
 
@@ -379,7 +394,7 @@ def report(script_args, args, model_args, eval_sets, full_path, sanity):
 
     out = args.output_dir
     table = {m: read_metrics(os.path.join(out, "unlearn", m)) for m in script_args.methods}
-    keys = [k for k in table[script_args.methods[0]][0] if k.startswith("tofu/")]
+    keys = [k for k in table[script_args.methods[0]][0] if k.startswith(("tofu/", "privacy/"))]
     with open(os.path.join(out, "results.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "epoch", "step", *keys])
@@ -388,6 +403,7 @@ def report(script_args, args, model_args, eval_sets, full_path, sanity):
                 writer.writerow([method, round(row["epoch"] or 0.0, 3), row["step"], *(row[k] for k in keys)])
     summary = {"forget_split": script_args.forget_split, "dataset": script_args.dataset,
                "finetuned": table[script_args.methods[0]][0], "sanity_check_retain_vs_retain": sanity,
+               "retain_privacy": {"auc": stats["privacy"]["auc"]} if "privacy" in stats else None,
                "best": {m: best_row(rows) for m, rows in table.items()}, "per_epoch": table}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)
@@ -417,6 +433,8 @@ def report(script_args, args, model_args, eval_sets, full_path, sanity):
     ax_mu.set_ylabel("model utility"), ax_fq.legend(fontsize=8)
     fig.suptitle(f"TOFU {script_args.forget_split}, per epoch")
     fig.tight_layout(), fig.savefig(os.path.join(out, "fig6_per_epoch.png"), dpi=120), plt.close(fig)
+    if script_args.privacy:
+        plot_privacy(plt, table, summary, os.path.join(out, "fig_privacy.png"), script_args.forget_split)
 
     tokenizer = AutoTokenizer.from_pretrained(full_path)
     samples = {}
@@ -432,6 +450,31 @@ def report(script_args, args, model_args, eval_sets, full_path, sanity):
     with open(os.path.join(out, "samples.json"), "w") as f:
         json.dump(samples, f, indent=1, ensure_ascii=False)
     return summary
+
+
+def plot_privacy(plt, table, summary, path, forget_split):
+    """Per epoch and method: forget quality, Min-K%'s MIA AUC (the retain model's dotted) and PrivLeak (0 = the
+    retain model's leak)."""
+    fig, (ax_fq, ax_auc, ax_leak) = plt.subplots(1, 3, figsize=(15, 4))
+    retain_auc = (summary.get("retain_privacy") or {}).get("auc", {}).get("min_k")
+    for method, rows in table.items():
+        epochs = [r["epoch"] or 0.0 for r in rows]
+        line, = ax_fq.plot(epochs, [max(r["tofu/forget_quality"] or 0.0, 1e-30) for r in rows], marker="o",
+                           label=method)
+        ax_auc.plot(epochs, [r["privacy/mia_min_k_auc"] for r in rows], marker="o", color=line.get_color())
+        ax_leak.plot(epochs, [r["privacy/privleak"] for r in rows], marker="o", color=line.get_color())
+    if retain_auc is not None:
+        ax_auc.axhline(retain_auc, ls=":", c="k", lw=1, label="retain model")
+        ax_auc.legend(fontsize=8)
+    ax_fq.set_yscale("log"), ax_fq.axhline(0.05, ls="--", c="grey", lw=1), ax_leak.axhline(0, ls=":", c="k", lw=1)
+    ax_fq.set_ylabel("forget quality"), ax_auc.set_ylabel("MIA AUC, Min-K% (forget vs holdout)")
+    ax_leak.set_ylabel("PrivLeak %")
+    ax_leak.set_title("0 = the retain model; < 0 under-, > 0 over-unlearned", fontsize=9)
+    for ax in (ax_fq, ax_auc, ax_leak):
+        ax.set_xlabel("epoch")
+    ax_fq.legend(fontsize=8)
+    fig.suptitle(f"TOFU {forget_split}: forgetting and membership leakage, per epoch")
+    fig.tight_layout(rect=(0, 0, 1, 0.95)), fig.savefig(path, dpi=120), plt.close(fig)
 
 
 def check_arguments(script_args: TOFUScriptArguments, model_args: ModelConfig) -> None:
@@ -462,7 +505,7 @@ def main(script_args: TOFUScriptArguments, args: NPOConfig, model_args: ModelCon
         script_args.eval_generation_batch_size = script_args.eval_batch_size * (7 if built_in else 1)
     out = args.output_dir
     splits = load_splits(script_args)
-    eval_sets = {k: splits[f"eval_{k}"] for k in EVAL_SETS}
+    eval_sets = {k: splits[f"eval_{k}"] for k in EVAL_SETS + (("holdout",) if script_args.privacy else ())}
     trains_retain = script_args.retain_model is None and script_args.reference_stats is None
     base = None
     if script_args.finetuned_model is None or trains_retain or script_args.sanity_check:
@@ -472,18 +515,18 @@ def main(script_args: TOFUScriptArguments, args: NPOConfig, model_args: ModelCon
         fine_tune(script_args, args, model_args, base, splits["full"], splits, full_path, args.seed)
     tokenizer = AutoTokenizer.from_pretrained(full_path)
     if script_args.reference_stats is not None:
-        stats = published_reference_stats(script_args, tokenizer, eval_sets["forget"])
+        stats = published_reference_stats(script_args, tokenizer, eval_sets)
     else:
         retain_path = script_args.retain_model or os.path.join(out, "retain")
         if script_args.retain_model is None:
             fine_tune(script_args, args, model_args, base, splits["retain"], splits, retain_path, args.seed)
-        stats = reference_stats(script_args, args, model_args, retain_path, tokenizer, eval_sets["forget"],
+        stats = reference_stats(script_args, args, model_args, retain_path, tokenizer, eval_sets,
                                 os.path.join(out, "retain_stats.json"))
     sanity = None
     if script_args.sanity_check:  # a second retain model's truth ratios against the first's: forget quality ≈ 1?
         second = os.path.join(out, "retain_seed2")
         fine_tune(script_args, args, model_args, base, splits["retain"], splits, second, args.seed + 1)
-        second_stats = reference_stats(script_args, args, model_args, second, tokenizer, eval_sets["forget"],
+        second_stats = reference_stats(script_args, args, model_args, second, tokenizer, eval_sets,
                                        os.path.join(out, "retain_seed2_stats.json"))
         sanity = forget_quality(second_stats["truth_ratios"], stats["truth_ratios"])
     for method in script_args.methods:
@@ -491,10 +534,11 @@ def main(script_args: TOFUScriptArguments, args: NPOConfig, model_args: ModelCon
                 os.path.join(out, "unlearn", method))
     if state.is_main_process:
         with outside_zero3(args):
-            summary = report(script_args, args, model_args, eval_sets, full_path, sanity)
+            summary = report(script_args, args, model_args, eval_sets, full_path, sanity, stats)
         for method, row in summary["best"].items():
+            leak = f"  PrivLeak {row['privacy/privleak']:.1f}%" if row.get("privacy/privleak") is not None else ""
             print(f"{method:>10}: best epoch {row['epoch'] or 0:.0f}  forget quality {row['tofu/forget_quality']:.3g}"
-                  f"  model utility {row['tofu/model_utility']:.3f}")
+                  f"  model utility {row['tofu/model_utility']:.3f}{leak}")
         return summary
     return None
 

@@ -271,6 +271,10 @@ class NPOTrainer(DPOTrainer):
                 metrics["npo/weight"] = losses.npo_weight(logps, ref_logps, args.beta)
 
         if mode == "train" and args.retain_loss is not None:
+            if args.separate_backward and torch.is_grad_enabled():  # the forget activations go before the retain pass
+                self._check_finite(loss)
+                self._backward_now(loss)
+                loss = loss.detach()
             retain = inputs["retain"]
             if args.retain_loss == "nll":
                 retain_token_logps, retain_mask = self._token_logps(model, retain)
@@ -285,15 +289,31 @@ class NPOTrainer(DPOTrainer):
             loss = loss + args.retain_weight * retain_loss
             metrics["loss/retain"] = retain_loss
 
+        self._check_finite(loss)
+        for key, value in metrics.items():  # mean per process, then across processes
+            value = value.detach().float().mean().reshape(1)
+            self._metrics[mode][key].append(self.accelerator.gather(value).mean().item())
+        return (loss, None) if return_outputs else loss
+
+    def _check_finite(self, loss):
         if not torch.isfinite(loss):
             raise ValueError(
                 f"The loss is {loss.item()} at step {self.state.global_step} although every row's log-probabilities "
                 "are finite: lower learning_rate, or check the model for overflow (e.g. fp16)."
             )
-        for key, value in metrics.items():  # mean per process, then across processes
-            value = value.detach().float().mean().reshape(1)
-            self._metrics[mode][key].append(self.accelerator.gather(value).mean().item())
-        return (loss, None) if return_outputs else loss
+
+    def _backward_now(self, loss):
+        """Backpropagate one term of the loss now, scaled as `Trainer.training_step` scales the loss `compute_loss`
+        returns (DPOTrainer's losses are not scaled for gradient accumulation). Under DeepSpeed this term is a
+        backward inside the micro-step, not its accumulation boundary: the engine steps after the last term."""
+        if not self.loss_is_scaled_for_ga:
+            loss = loss / self.current_gradient_accumulation_steps
+        if self.is_deepspeed_enabled:
+            engine = self.accelerator.deepspeed_engine_wrapped.engine
+            engine.set_gradient_accumulation_boundary(is_boundary=False)
+            engine.backward(loss, scale_wrt_gas=False)
+        else:
+            self.accelerator.backward(loss)
 
     def _forget_ref_logps(self, inputs) -> torch.Tensor:
         if self.precompute_ref_logps:

@@ -65,3 +65,15 @@ def llama3_tokenizer():
     texts = [f"{row['question']} {text}" for rows in toy_eval_sets().values() for row in rows
              for text in [row["answer"], *row["perturbed_answer"]]]
     return llama3_style_tokenizer(texts + ["You are a helpful assistant. Cutting Knowledge Date: December 2023"])
+
+
+@pytest.fixture(scope="module")
+def data_files(tmp_path_factory, forget_ds, retain_ds):
+    """The forget and retain rows as JSON files, for the scripts launched under accelerate."""
+    import json
+
+    folder = tmp_path_factory.mktemp("data")
+    paths = folder / "forget.json", folder / "retain.json"
+    for path, dataset in zip(paths, (forget_ds, retain_ds)):
+        path.write_text(json.dumps([dict(r) for r in dataset]))
+    return paths

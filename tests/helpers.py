@@ -1,6 +1,11 @@
 """Helpers the tests share: toy data, a tokenizer trained here and tiny Llama models built from a config (nothing is
 downloaded). Fixtures built on them are in conftest.py."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -61,30 +66,53 @@ CHAT_TEMPLATE = (
 )
 
 
-def toy_eval_sets() -> dict[str, list[dict]]:
-    """TOFU-schema rows about the conftest agents (all known to the `finetuned` model): agents 0-3 are forgotten."""
-
-    def rows(agents, attribute, num_perturbed, paraphrase):
-        out = []
-        for i in agents:
-            if attribute == "city":
-                question, say, values = f"Where does agent {i} live?", f"Agent {i} lives in", CITIES
-                value = CITIES[i % 8]
-            else:
-                question, say, values = f"What colour does agent {i} like?", f"Agent {i} likes", COLOURS
-                value = COLOURS[i * 3 % 8]
+def toy_tofu_rows(agents, attribute: str, num_perturbed: int = 5, paraphrase: bool = True) -> list[dict]:
+    """TOFU-schema rows about the toy agents' city or colour (`toy_qa`'s facts); `num_perturbed=0` gives holdout-style
+    rows (question and answer only)."""
+    out = []
+    for i in agents:
+        if attribute == "city":
+            question, say, values, value = f"Where does agent {i} live?", f"Agent {i} lives in", CITIES, CITIES[i % 8]
+        else:
+            question, say, values = f"What colour does agent {i} like?", f"Agent {i} likes", COLOURS
+            value = COLOURS[i * 3 % 8]
+        row = {"question": question, "answer": f"{say} {value}."}
+        if num_perturbed:
             wrong = [v for v in values if v != value][i % 3:i % 3 + num_perturbed]
-            row = {"question": question, "answer": f"{say} {value}.",
-                   "perturbed_answer": [f"Perhaps {say.lower()} {w}." for w in wrong]}
-            if paraphrase:
-                row["paraphrased_answer"] = f"{say} {value}"
-                row["paraphrased_question"] = question.replace("?", ", do you know?")
-            out.append(row)
-        return out
+            row["perturbed_answer"] = [f"Perhaps {say.lower()} {w}." for w in wrong]
+        if paraphrase and num_perturbed:
+            row["paraphrased_answer"] = f"{say} {value}"
+            row["paraphrased_question"] = question.replace("?", ", do you know?")
+        out.append(row)
+    return out
 
-    return {
-        "forget": rows(range(0, 4), "city", 5, True) + rows(range(0, 4), "colour", 5, True),
-        "retain": rows(range(4, 8), "city", 5, True) + rows(range(4, 8), "colour", 5, True),
-        "real_authors": rows(range(8, 12), "colour", 3, False),
-        "world_facts": rows(range(12, 16), "city", 3, False),
+
+def toy_eval_sets(holdout: bool = False) -> dict[str, list[dict]]:
+    """TOFU-schema rows about the conftest agents (all known to the `finetuned` model): agents 0-3 are forgotten;
+    with `holdout`, agents 16-19, whom no conftest model was trained on, are the privacy metrics' non-members."""
+    sets = {
+        "forget": toy_tofu_rows(range(0, 4), "city") + toy_tofu_rows(range(0, 4), "colour"),
+        "retain": toy_tofu_rows(range(4, 8), "city") + toy_tofu_rows(range(4, 8), "colour"),
+        "real_authors": toy_tofu_rows(range(8, 12), "colour", 3, False),
+        "world_facts": toy_tofu_rows(range(12, 16), "city", 3, False),
     }
+    if holdout:
+        sets["holdout"] = toy_tofu_rows(range(16, 20), "city", 0) + toy_tofu_rows(range(16, 20), "colour", 0)
+    return sets
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tests" / "scripts" / "unlearn.py"
+
+
+def launch(config_file: str, num_processes: int, output_dir: Path, model_dir: str, data: tuple[Path, Path], *args):
+    """Runs tests/scripts/unlearn.py under accelerate and returns its run.json."""
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / config_file),
+        "--num_processes", str(num_processes), "--mixed_precision", "no", "--main_process_port", "0", str(SCRIPT),
+        "--output_dir", str(output_dir), "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1",
+        "--learning_rate", "1e-3", "--seed", "0", *args, model_dir, *map(str, data),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return json.loads((output_dir / "run.json").read_text())

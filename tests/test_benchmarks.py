@@ -86,5 +86,9 @@ def test_evaluation_share_of_the_tofu_example(tmp_path):
     assert 0 < ev["work_share_measured_speed"] < 1 and ev["eval_speedup"] > 0
     prof = ev["eval_profile"]
     assert set(prof["parts_ms"]) == {"score", "generate"} and prof["ops_ms"] and prof["total_ms"] > 0
+    cost = ev["privacy_cost"]  # the example's default evaluates the holdout set too (--privacy)
+    assert cost["holdout_rows"] > 0 and cost["with_privacy"] > 0 and cost["without_privacy"] > 0
+    assert cost["share"] == pytest.approx(1 - cost["without_privacy"] / cost["with_privacy"])
     text = "\n".join(report.evaluation_markdown(ev))
     assert "evaluation share" in text and "the least share" in text and "torch.profiler over one evaluation" in text
+    assert "the privacy metrics' share of one evaluation" in text

@@ -77,3 +77,16 @@ def test_a_deepspeed_launch_asking_for_mixed_precision_on_a_cpu_names_the_fix(tm
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     args = NPOConfig(output_dir=str(tmp_path), report_to="none")
     assert args.ddp_backend == "gloo" and not args.use_cpu  # DeepSpeed places the model itself
+
+
+def test_an_fsdp_launch_on_a_cpu_is_refused_rather_than_run_as_plain_data_parallelism(tmp_path, monkeypatch):
+    """accelerate enables FSDP only on GPU-like devices: on a CPU its FSDP config would silently give DDP."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setattr("trl.DPOConfig.__post_init__", lambda self: None)  # no process group here
+    with pytest.raises(ValueError, match="FSDP was asked for.*without an accelerator.*DeepSpeed ZeRO-3"):
+        NPOConfig(output_dir=str(tmp_path), report_to="none")
+
+
+def test_separate_backward_is_the_default(tmp_path):
+    assert make(tmp_path).separate_backward and not make(tmp_path, separate_backward=False).separate_backward

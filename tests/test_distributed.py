@@ -1,4 +1,5 @@
-"""Several CPU processes under `accelerate launch` (gloo): DeepSpeed ZeRO-3 trains, shards data and saves."""
+"""Several CPU processes under `accelerate launch` (gloo): DeepSpeed ZeRO-3 trains, shards data and saves; DDP and
+ZeRO-3 give the same weights, with the forget and retain terms backpropagated apart or together."""
 
 import json
 import subprocess
@@ -7,32 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import launch
 from transformers import AutoModelForCausalLM
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "tests" / "scripts" / "unlearn.py"
-
-
-def launch(config_file: str, num_processes: int, output_dir: Path, model_dir: str, data: tuple[Path, Path], *args):
-    """Runs tests/scripts/unlearn.py under accelerate and returns its run.json."""
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / config_file),
-        "--num_processes", str(num_processes), "--mixed_precision", "no", "--main_process_port", "0", str(SCRIPT),
-        "--output_dir", str(output_dir), "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1",
-        "--learning_rate", "1e-3", "--seed", "0", *args, model_dir, *map(str, data),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    return json.loads((output_dir / "run.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def data_files(tmp_path_factory, forget_ds, retain_ds):
-    folder = tmp_path_factory.mktemp("data")
-    paths = folder / "forget.json", folder / "retain.json"
-    for path, dataset in zip(paths, (forget_ds, retain_ds)):
-        path.write_text(json.dumps([dict(r) for r in dataset]))
-    return paths
 
 
 @pytest.mark.slow
@@ -58,3 +37,50 @@ def test_zero3_on_two_cpu_processes_trains_shards_and_saves(tmp_path, finetuned_
     assert moved > 0
     out = final.generate(torch.tensor([[1, 5, 6]]), max_new_tokens=4, do_sample=False)
     assert out.shape == (1, 7)
+
+
+@pytest.mark.slow
+def test_ddp_and_zero3_give_the_same_weights_with_separate_or_joint_backward(tmp_path, finetuned_dir, data_files):
+    """NPO+RT, 2 processes, 2 optimizer steps of 2 accumulated micro-batches, SGD with lr 1 (each weight moves by its
+    gradient): DDP and ZeRO-3, with the forget term backpropagated before the retain pass (the default) or one
+    backward of the sum, end at the same weights."""
+    args = ("--per_device_train_batch_size", "2", "--max_steps", "2", "--gradient_accumulation_steps", "2",
+            "--retain_loss", "nll", "--optim", "sgd", "--learning_rate", "1.0", "--max_grad_norm", "0")
+    configs = {"ddp": "examples/accelerate_configs/multi_gpu.yaml", "zero3": "examples/accelerate_configs/zero3.yaml"}
+    weights = {}
+    for name, config_file in configs.items():
+        for separate in ("true", "false"):
+            out = tmp_path / f"{name}_{separate}"
+            run = launch(config_file, 2, out, finetuned_dir, data_files, *args, "--separate_backward", separate)
+            assert run["num_processes"] == 2 and run["deepspeed"] == (name == "zero3")
+            weights[name, separate] = list(AutoModelForCausalLM.from_pretrained(out / "final").parameters())
+    start = AutoModelForCausalLM.from_pretrained(finetuned_dir).parameters()
+    reference = weights["ddp", "false"]
+    assert sum((a - b).abs().sum().item() for a, b in zip(reference, start)) > 1.0  # the weights moved
+    for key, params in weights.items():
+        for param, expected in zip(params, reference, strict=True):
+            torch.testing.assert_close(param, expected, atol=1e-5, rtol=1e-4, msg=lambda m: f"{key}: {m}")
+
+
+@pytest.mark.slow
+def test_fsdp2_sharded_weights_evaluate_like_one_process(tmp_path, finetuned_dir):
+    """accelerate runs FSDP only on GPU-like devices (see the README), so torch's own FSDP2 shards the model here, on
+    2 CPU processes: TOFU's and the privacy metrics of the sharded model, each process scoring half the rows with
+    synced generation, equal one unsharded process's."""
+    from helpers import toy_eval_sets
+
+    from npo_trl.eval.privacy import PRIVACY_METRICS
+    from npo_trl.tofu.metrics import METRICS
+
+    sets_path, out = tmp_path / "sets.json", tmp_path / "result.json"
+    sets_path.write_text(json.dumps(toy_eval_sets(holdout=True)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(ROOT / "tests" / "scripts" / "fsdp2_eval.py"), finetuned_dir, str(sets_path), str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    run = json.loads(out.read_text())
+    assert run["sharded"] == "DTensor"  # each process holds a shard of the weights
+    assert run["one"]["tofu/forget_kl"] is None  # no reference model here; every other metric is computed
+    for key in METRICS + PRIVACY_METRICS:
+        if key != "tofu/forget_kl":
+            assert run["two"][key] == pytest.approx(run["one"][key], rel=1e-5, abs=1e-6, nan_ok=True), key

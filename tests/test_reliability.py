@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from scripts.unlearn import RecordingTrainer
-from test_distributed import SCRIPT, data_files, launch  # noqa: F401  (data_files is a fixture)
+from helpers import SCRIPT, launch
 from transformers import AutoModelForCausalLM
 
 from npo_trl import NPOConfig, NPOTrainer

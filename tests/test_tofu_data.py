@@ -240,12 +240,16 @@ def test_prompt_completion_refuses_a_template_naming_a_missing_field(synthetic):
 def test_eval_sets_from_a_folder_and_from_the_generator(synthetic):
     for source, num_world_facts in ((TOFU_DIR, 117), ("synthetic", synthetic["world_facts"].num_rows)):
         sets = tofu_eval_sets(source, "forget10")
-        assert list(sets) == ["forget", "retain", "real_authors", "world_facts"]
-        assert [sets[name].num_rows for name in sets] == [400, 400, 100, num_world_facts]
+        assert list(sets) == ["forget", "retain", "real_authors", "world_facts", "holdout"]
+        assert [sets[name].num_rows for name in sets] == [400, 400, 100, num_world_facts, 400]
+        assert sets["holdout"].column_names == QA  # the non-members of the privacy metrics: authors in no fine-tune
+        assert not set(sets["holdout"]["question"]) & set(load_tofu(source, "full")["question"])
         for name, dataset in sets.items():
-            assert dataset.column_names == (PERTURBED if NUM_PERTURBED[name] == 5 else CHOICES_PERTURBED)
-            assert list_lengths(dataset) == {NUM_PERTURBED[name]}
-    assert tofu_eval_sets("synthetic", "forget90")["forget"].num_rows == 3600
+            if name != "holdout":
+                assert dataset.column_names == (PERTURBED if NUM_PERTURBED[name] == 5 else CHOICES_PERTURBED)
+                assert list_lengths(dataset) == {NUM_PERTURBED[name]}
+        assert list(tofu_eval_sets(source, "forget10", holdout=False)) == list(NUM_PERTURBED)
+    assert tofu_eval_sets("synthetic", "forget90")["holdout"].num_rows == 3600
 
 
 def test_synthetic_written_in_the_tofu_layout_loads_back(tmp_path):
@@ -298,5 +302,6 @@ def test_hub_source_loads_each_config_through_load_dataset(monkeypatch):
     assert [args for args, _ in calls[1:]] == [
         ("locuslab/TOFU", "forget05_perturbed"), ("locuslab/TOFU", "retain_perturbed"),
         ("locuslab/TOFU", "real_authors_perturbed"), ("locuslab/TOFU", "world_facts_perturbed"),
+        ("locuslab/TOFU", "holdout05"),
     ]
-    assert list(sets.values()) == ["dataset 2", "dataset 3", "dataset 4", "dataset 5"]
+    assert list(sets.values()) == ["dataset 2", "dataset 3", "dataset 4", "dataset 5", "dataset 6"]

@@ -31,7 +31,19 @@ def test_bad_eval_rows_are_refused_naming_the_field(tokenizer):
         TOFUEvalSet("forget", [forget[0], dict(forget[1], perturbed_answer=forget[1]["perturbed_answer"][:2])],
                     tokenizer)
     with pytest.raises(ValueError, match="Unknown TOFU evaluation set"):
-        TOFUEvaluator(tokenizer, {"holdout": sets["real_authors"]})
+        TOFUEvaluator(tokenizer, {"holdouts": sets["real_authors"]})
+    holdout = toy_eval_sets(holdout=True)["holdout"]
+    with pytest.raises(ValueError, match=r"'holdout', row 0: missing field 'answer'.*\['question', 'answer'\]"):
+        TOFUEvaluator(tokenizer, {"forget": forget, "holdout": [{"question": r["question"], "reply": r["answer"]}
+                                                                for r in holdout]})
+    with pytest.raises(ValueError, match="'holdout' is empty: give its rows.*or leave 'holdout' out"):
+        TOFUEvaluator(tokenizer, {"forget": forget, "holdout": []})
+    with pytest.raises(ValueError, match="'holdout' but no 'forget' set"):
+        TOFUEvaluator(tokenizer, {"retain": sets["retain"], "holdout": holdout})
+    with pytest.raises(ValueError, match="'answer' must be a non-empty string"):
+        TOFUEvalSet("holdout", [dict(holdout[0], answer=" ")], tokenizer)
+    with pytest.raises(ValueError, match="min_k_fraction must be in"):
+        TOFUEvaluator(tokenizer, {"forget": forget, "holdout": holdout}, min_k_fraction=0)
     with pytest.raises(ValueError, match="'answer' must hold non-empty strings"):
         TOFUEvalSet("world_facts", [dict(sets["world_facts"][0], answer=" ")], tokenizer)
     for sizes in ({"batch_size": 0}, {"max_new_tokens": 0}, {"generation_batch_size": 0}):

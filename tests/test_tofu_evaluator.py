@@ -2,11 +2,13 @@
 
 import json
 import math
+import random
 
 import pytest
-from datasets import concatenate_datasets
-from helpers import fine_tune, tiny_llama, toy_eval_sets, toy_qa
+from datasets import Dataset, concatenate_datasets
+from helpers import fine_tune, tiny_llama, toy_eval_sets, toy_qa, toy_tofu_rows
 
+from npo_trl.eval.privacy import ATTACKS, PRIVACY_METRICS
 from npo_trl.tofu import TOFUEvaluator, compute_reference_stats
 from npo_trl.tofu.metrics import METRICS
 
@@ -19,7 +21,9 @@ def test_evaluator_reports_every_metric_and_forget_quality_against_reference_sta
 
     metrics = TOFUEvaluator(tokenizer, sets, reference_stats=str(cache), max_new_tokens=12).evaluate(
         finetuned, ref_model=finetuned)
-    assert set(metrics) == set(METRICS) and all(v is not None and math.isfinite(v) for v in metrics.values())
+    assert set(metrics) == set(METRICS + PRIVACY_METRICS)
+    assert all(metrics[k] is not None and math.isfinite(metrics[k]) for k in METRICS)
+    assert all(metrics[k] is None for k in PRIVACY_METRICS)  # no holdout set: no privacy metrics
     assert metrics["tofu/forget_quality"] == 1.0  # the same model as the reference: identical truth ratios
     assert metrics["tofu/forget_kl"] == pytest.approx(0.0, abs=1e-6)
     assert metrics["tofu/forget_prob"] > 0.9 and metrics["tofu/forget_rouge"] == 1.0
@@ -67,4 +71,33 @@ def test_every_metric_equals_the_values_pinned_before_the_restructuring(tokenize
     stats = compute_reference_stats(retain, tokenizer, sets["forget"], batch_size=3)
     metrics = TOFUEvaluator(tokenizer, sets, reference_stats=stats, batch_size=3, max_new_tokens=12).evaluate(
         model, ref_model=retain)
-    assert metrics == pytest.approx(PINNED, abs=1e-6)
+    assert {k: metrics[k] for k in METRICS} == pytest.approx(PINNED, abs=1e-6)
+
+
+def test_privacy_metrics_tell_trained_rows_from_unseen_ones_and_a_retain_model_cannot(tokenizer):
+    """Agents 16-47 split at random: half trained on (the members), half never (the holdout); the retain model saw
+    neither (it learned agents 48-63), so to it the two halves are exchangeable."""
+    agents = random.Random(0).sample(range(16, 48), 32)
+    members = toy_tofu_rows(agents[:16], "city") + toy_tofu_rows(agents[:16], "colour")
+    holdout = toy_tofu_rows(agents[16:], "city", 0) + toy_tofu_rows(agents[16:], "colour", 0)
+    model, retain = tiny_llama(len(tokenizer), seed=31), tiny_llama(len(tokenizer), seed=32)
+    fine_tune(model, tokenizer, Dataset.from_list([{"prompt": r["question"], "completion": " " + r["answer"]}
+                                                   for r in members]))
+    fine_tune(retain, tokenizer, toy_qa(48, 64))
+    sets = {"forget": members, "holdout": holdout}
+    stats = compute_reference_stats(retain, tokenizer, members, holdout_eval_set=holdout, batch_size=5)
+    assert set(stats["privacy"]["auc"]) == set(ATTACKS)
+
+    evaluator = TOFUEvaluator(tokenizer, sets, reference_stats=stats, batch_size=5, max_new_tokens=4)
+    trained, unseen = evaluator.evaluate(model), evaluator.evaluate(retain)
+    assert set(trained) == set(METRICS + PRIVACY_METRICS)
+    for attack in ATTACKS:
+        assert trained[f"privacy/mia_{attack}_auc"] > 0.8, (attack, trained)
+        # Never trained on either set: chance, up to the sampling noise of 32 vs 32 rows (sd of the AUC ≈ 0.07).
+        assert abs(unseen[f"privacy/mia_{attack}_auc"] - 0.5) < 0.25, (attack, unseen)
+        assert unseen[f"privacy/mia_{attack}_auc"] == pytest.approx(stats["privacy"]["auc"][attack], abs=1e-12)
+    assert unseen["privacy/mia_reference_auc"] == 0.5 and unseen["privacy/privleak"] == pytest.approx(0, abs=1e-9)
+    assert trained["privacy/privleak"] < -50  # the forget rows still stand out: not unlearned
+    assert trained["privacy/forget_exact_memorization"] > 0.9
+    assert trained["privacy/holdout_exact_memorization"] < trained["privacy/forget_exact_memorization"] - 0.2
+    assert trained["privacy/forget_extraction_strength"] > 0.9

@@ -43,13 +43,16 @@ def test_every_stage_writes_its_outputs(tiny_run):
             for key, value in row.items():
                 if key == "tofu/forget_kl" and method.startswith("ga"):
                     assert value is None  # GA loads no reference model to compare with
-                elif key.startswith("tofu/"):
+                elif key.startswith("tofu/") or (key.startswith("privacy/") and key != "privacy/privleak"):
                     assert value is not None and math.isfinite(value), (method, key, value)
+            assert 0 <= row["privacy/mia_min_k_auc"] <= 1 and row["privacy/privleak"] is not None
     results = json.loads((tiny_run / "results.json").read_text())
     assert set(results["best"]) == set(methods)
     assert 0.0 <= results["sanity_check_retain_vs_retain"] <= 1.0
+    assert set(results["retain_privacy"]["auc"]) == {"loss", "zlib", "min_k", "min_k_plus_plus", "reference"}
+    assert "privacy/privleak" in (tiny_run / "results.csv").read_text().splitlines()[0]
     assert len((tiny_run / "results.csv").read_text().splitlines()) == 1 + 2 * len(methods)
-    for figure in ("fig5_tradeoff.png", "fig6_per_epoch.png"):
+    for figure in ("fig5_tradeoff.png", "fig6_per_epoch.png", "fig_privacy.png"):
         assert (tiny_run / figure).read_bytes()[:8] == PNG_MAGIC
     samples = json.loads((tiny_run / "samples.json").read_text())
     assert set(samples) == {"forget", "retain", "real_authors", "world_facts"}
@@ -80,7 +83,8 @@ def test_the_real_tofu_files_feed_the_data_stages(tmp_path):
     splits = tofu.load_splits(script_args)
     sizes = {k: len(v) for k, v in splits.items()}
     assert sizes == {"full": 4000, "forget": 40, "retain": 3960, "eval_forget": 40, "eval_retain": 400,
-                     "eval_real_authors": 100, "eval_world_facts": 117, "eval_facts": 217, "general_knowledge": 217}
+                     "eval_real_authors": 100, "eval_world_facts": 117, "eval_holdout": 40, "eval_facts": 217,
+                     "general_knowledge": 217}
     subset = {k: v.select(range(min(len(v), 40))) for k, v in splits.items()}
     tokenizer = tofu.train_tokenizer(tofu.corpus(subset), vocab_size=400)
     question = splits["forget"][0]["question"]
@@ -139,8 +143,17 @@ def test_published_models_and_logs_skip_the_training_stages(tmp_path, finetuned_
     log = tmp_path / "TOFU_EVAL.json"  # open-unlearning's layout, as its evaluator writes it for a retain model
     log.write_text(json.dumps({"forget_truth_ratio": {"value_by_index": {str(i): {"score": r}
                                                                          for i, r in enumerate(every_row)}}}))
-    rows = run_published(tmp_path / "log", "--finetuned_model", finetuned_dir, "--reference_stats", str(log))
-    assert rows[0]["tofu/forget_quality"] == pytest.approx(1.0)
+    # This log holds no membership-inference AUCs, which PrivLeak needs: refused before anything trains ...
+    tofu = import_example()
+    script_args = tofu.TOFUScriptArguments(dataset=str(TOFU_DIR), forget_split="forget01", reference_stats=str(log),
+                                           prompt_format="tofu_phi")
+    eval_sets = {"forget": forget, "holdout": load_tofu(TOFU_DIR, "holdout01")}
+    with pytest.raises(ValueError, match="no membership-inference AUCs.*--privacy false"):
+        tofu.published_reference_stats(script_args, tokenizer, eval_sets)
+    # ... and used, without the privacy metrics, with --privacy false.
+    rows = run_published(tmp_path / "log", "--finetuned_model", finetuned_dir, "--reference_stats", str(log),
+                         "--privacy", "false")
+    assert rows[0]["tofu/forget_quality"] == pytest.approx(1.0) and rows[0]["privacy/mia_loss_auc"] is None
     assert not (tmp_path / "log" / "retain_stats.json").exists()
 
 

@@ -2,6 +2,7 @@
 eval_log*.json, written here from our evaluator's values, read back row for row, and refused when they do not match."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -106,3 +107,39 @@ def test_logs_of_other_rows_are_refused_naming_the_mismatch(tmp_path, logged, fo
                       token_boundary="prompt_length")
     with pytest.raises(ValueError, match="no 'forget' set"):
         TOFUEvaluator(tokenizer, {"retain": toy_eval_sets()["retain"]}, reference_stats=logged["stats"])
+
+
+def test_privacy_statistics_are_cached_read_from_open_unlearning_and_required_with_a_holdout_set(
+        tmp_path, logged, forget_rows, tokenizer):
+    holdout = toy_eval_sets(holdout=True)["holdout"]
+    model, cache = logged["model"], tmp_path / "retain_stats.json"
+    stats = compute_reference_stats(model, tokenizer, forget_rows, holdout_eval_set=holdout, cache_path=str(cache))
+    assert len(stats["privacy"]["forget_losses"]) == len(forget_rows)
+    assert len(stats["privacy"]["holdout_losses"]) == len(holdout)
+    assert stats["truth_ratios"] == pytest.approx(logged["stats"]["truth_ratios"])  # the same pass as without
+    # The cache serves the same holdout rows; another holdout set (or none stored) is recomputed.
+    assert compute_reference_stats(model, tokenizer, forget_rows, holdout_eval_set=holdout,
+                                   cache_path=str(cache)) == stats
+    other = compute_reference_stats(model, tokenizer, forget_rows, holdout_eval_set=holdout[:5],
+                                     cache_path=str(cache))
+    assert len(other["privacy"]["holdout_losses"]) == 5
+    sets = {"forget": forget_rows, "holdout": holdout}
+    with pytest.raises(ValueError, match="other holdout rows.*recompute"):
+        TOFUEvaluator(tokenizer, sets, reference_stats=other)
+    with pytest.raises(ValueError, match=r"no membership-inference AUCs.*holdout_eval_set=.*or leave 'holdout' out"):
+        TOFUEvaluator(tokenizer, sets, reference_stats=logged["stats"])  # computed without a holdout set
+    metrics = TOFUEvaluator(tokenizer, sets, reference_stats=stats, max_new_tokens=2).evaluate(model)
+    assert metrics["privacy/mia_reference_auc"] == 0.5  # the "retain" model against itself
+    # This stand-in was trained on the forget rows, so its Min-K% AUC is 1: MUSE's 1 - AUC is 0, PrivLeak undefined.
+    assert stats["privacy"]["auc"]["min_k"] == 1.0 and math.isnan(metrics["privacy/privleak"])
+
+    # open-unlearning's TOFU_EVAL.json holds the retain model's mia_* AUCs (no per-row losses: no reference attack).
+    log = open_unlearning_log(stats["truth_ratios"], [row["answer"] for row in forget_rows])
+    log.update({f"mia_{attack}": {"agg_value": auc, "value_by_index": {}}
+                for attack, auc in stats["privacy"]["auc"].items() if attack != "reference"})
+    read = load_reference_stats(write(tmp_path / "TOFU_EVAL.json", log))
+    assert read["privacy"]["auc"] == {k: v for k, v in stats["privacy"]["auc"].items() if k != "reference"}
+    read["privacy"]["auc"]["min_k"] = 0.75
+    from_log = TOFUEvaluator(tokenizer, sets, reference_stats=read, max_new_tokens=2).evaluate(model)
+    assert from_log["privacy/privleak"] == pytest.approx((0.0 - 0.25) / 0.25 * 100)  # MUSE's (0 - 0.25) / 0.25
+    assert from_log["privacy/mia_reference_auc"] is None

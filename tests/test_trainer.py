@@ -1,5 +1,6 @@
 """NPOTrainer end to end on a tiny fine-tuned Llama: every loss unlearns, reference handling, PEFT, metrics."""
 
+import math
 import warnings
 
 import pytest
@@ -120,6 +121,30 @@ def test_retain_nll_keeps_retain_facts_better_than_npo_alone(tmp_path, finetuned
     assert results["nll"] > results[None]
 
 
+@pytest.mark.parametrize("retain_loss", ["nll", "kl"])
+def test_separate_backward_gives_the_gradients_of_one_backward(tmp_path, finetuned_dir, tokenizer, forget_ds,
+                                                               retain_ds, retain_loss):
+    """Forget term backpropagated before the retain pass (the default) against one backward of the sum: SGD with
+    lr 1 moves each weight by its gradient, over 2 optimizer steps of 2 accumulated micro-batches each."""
+    from transformers import AutoModelForCausalLM
+
+    runs = {}
+    for separate in (True, False):
+        args = config(tmp_path, retain_loss=retain_loss, separate_backward=separate, optim="sgd", learning_rate=1.0,
+                      lr_scheduler_type="constant", max_grad_norm=0, max_steps=2, gradient_accumulation_steps=2,
+                      per_device_train_batch_size=2)
+        trainer = NPOTrainer(AutoModelForCausalLM.from_pretrained(finetuned_dir), args=args, train_dataset=forget_ds,
+                             retain_dataset=retain_ds, processing_class=tokenizer)
+        trainer.train()
+        runs[separate] = ([p.detach().clone() for p in trainer.model.parameters()],
+                          [h["loss"] for h in trainer.state.log_history if "loss" in h])
+    start = AutoModelForCausalLM.from_pretrained(finetuned_dir).parameters()
+    assert sum((a - b).abs().sum().item() for a, b in zip(runs[True][0], start)) > 1.0  # the weights moved
+    for separate_weight, joint_weight in zip(runs[True][0], runs[False][0]):
+        torch.testing.assert_close(separate_weight, joint_weight, atol=1e-6, rtol=1e-5)
+    assert runs[True][1] == pytest.approx(runs[False][1], rel=1e-6)  # the logged loss is the sum's, as before
+
+
 def test_peft_lora_with_gradient_checkpointing_trains_lora_b(tmp_path, finetuned, tokenizer, forget_ds):
     from peft import LoraConfig
 
@@ -135,6 +160,8 @@ def test_peft_lora_with_gradient_checkpointing_trains_lora_b(tmp_path, finetuned
     assert grads and all(g > 0 for g in grads.values()), grads
     assert all(p.abs().sum() > 0 for p in lora_b.values())
     assert trainer.state.log_history[0]["forget/log_ratio"] == pytest.approx(0.0, abs=1e-5)
+    # step 1: π_θ = π_ref (adapters off), so NPO's loss is (2/β)·log 2
+    assert trainer.state.log_history[0]["loss/forget"] == pytest.approx(2 * math.log(2) / args.beta, rel=1e-5)
 
 
 class _GradRecorder:

@@ -1,6 +1,6 @@
 """Running an evaluation on one or several processes: the model in eval mode (unwrapped, every process taking part in
-generation under ZeRO-3), each process's shard of the rows in length-sorted batches, a progress bar, the gather that
-restores the rows' order, and the time spent in each kind of model pass (the hook benchmarks read)."""
+every forward pass under ZeRO-3 and FSDP), each process's shard of the rows in length-sorted batches, a progress bar,
+the gather that restores the rows' order, and the time spent in each kind of model pass (the hook benchmarks read)."""
 
 import contextlib
 import math
@@ -25,8 +25,10 @@ def eval_mode(model):
 
 @contextlib.contextmanager
 def evaluation_model(model, accelerator=None, gradient_checkpointing_kwargs=None):
-    """(model, synced_gpus): `model` unwrapped from DDP or DeepSpeed (its ZeRO-3 shards stay sharded) and in eval mode,
-    and whether generation must run with `synced_gpus` (ZeRO-3: every process runs every decoding step)."""
+    """(model, synced_gpus): `model` unwrapped from DDP, DeepSpeed or FSDP (sharded weights stay sharded) and in eval
+    mode, and whether every process must run every forward pass and decoding step (`synced_gpus`): ZeRO-3 and FSDP
+    gather each layer's weights from all processes in its forward pass. Under FSDP1 the root module's own weights
+    (embeddings, final norm, LM head) are gathered for the duration, as TRL does for generation."""
     if accelerator is None:
         with eval_mode(model):
             yield model, False
@@ -34,11 +36,11 @@ def evaluation_model(model, accelerator=None, gradient_checkpointing_kwargs=None
     from trl.distributed import DistributedBackend
     from trl.models.utils import unwrap_model_for_generation
 
-    zero3 = DistributedBackend(accelerator).is_zero3
+    backend = DistributedBackend(accelerator)
     with unwrap_model_for_generation(model, accelerator, gather_deepspeed3_params=False,
                                      gradient_checkpointing_kwargs=gradient_checkpointing_kwargs) as unwrapped, \
-            eval_mode(unwrapped):
-        yield unwrapped, zero3
+            backend.summon_full_params(model, recurse=False), eval_mode(unwrapped):
+        yield unwrapped, backend.is_zero3 or backend.is_fsdp
 
 
 def shard(num_rows: int, accelerator) -> list[int]:

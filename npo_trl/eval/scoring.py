@@ -66,41 +66,53 @@ def _completion_logps(logits, input_ids, completion_mask) -> torch.Tensor:
     return sums / mask.sum(1)
 
 
+def _completion_token_statistics(logits, input_ids, completion_mask) -> dict[str, torch.Tensor]:
+    """Per completion token of each row: `logps` = log π(token | prefix), the mean `expected_logps` =
+    E_{v∼π}[log π(v | prefix)] and variance `logp_variance` of the log-probabilities over the vocabulary at that
+    position (what Min-K%++ standardises with), and `is_argmax` (the token is the most likely one); each
+    (rows, longest completion), left-aligned and zero past a row's end, with `mask` 1 on a row's completion tokens."""
+    mask = completion_mask[:, 1:].bool()
+    logprobs = _at_least_fp32(logits[:, :-1][mask]).log_softmax(-1)  # (completion tokens, vocab)
+    targets = input_ids[:, 1:][mask]
+    probs = logprobs.exp()
+    expected = (probs * logprobs).sum(-1)
+    flat = {"logps": logprobs.gather(-1, targets[:, None]).squeeze(-1), "expected_logps": expected,
+            "logp_variance": (probs * logprobs.square()).sum(-1) - expected.square(),
+            "is_argmax": logprobs.argmax(-1) == targets}
+    lengths = mask.sum(1)
+    aligned = torch.arange(int(lengths.max()), device=mask.device)[None] < lengths[:, None]
+    out = {"mask": aligned.long()}
+    for name, values in flat.items():  # completion tokens are contiguous in a row, so the order is kept
+        out[name] = torch.zeros(aligned.shape, dtype=values.dtype, device=values.device)
+        out[name][aligned] = values
+    return out
+
+
 @torch.no_grad()
 def sequence_logps(model, prompts: Sequence[list[int]], completions: Sequence[list[int]], pad_token_id: int,
-                   device=None, mask_pad_tokens: bool = False) -> torch.Tensor:
+                   device=None, mask_pad_tokens: bool = False, statistics_rows: slice | None = None):
     """Length-normalised log-probability of each completion given its prompt: the mean over the completion tokens
     of log π(token | prefix), for the whole batch in one forward pass. Returns a tensor of shape (rows,), float32
-    (float64 for a float64 model)."""
+    (float64 for a float64 model); with `statistics_rows` (a slice of the rows), also the `token_statistics` of those
+    rows from the same pass: (logps, statistics)."""
     batch = _collate(prompts, completions, pad_token_id, device or _device(model), mask_pad_tokens)
-    return _completion_logps(_logits(model, batch), batch["input_ids"], batch["completion_mask"])
+    logits = _logits(model, batch)
+    logps = _completion_logps(logits, batch["input_ids"], batch["completion_mask"])
+    if statistics_rows is None:
+        return logps
+    return logps, _completion_token_statistics(logits[statistics_rows], batch["input_ids"][statistics_rows],
+                                               batch["completion_mask"][statistics_rows])
 
 
 @torch.no_grad()
 def token_statistics(model, prompts: Sequence[list[int]], completions: Sequence[list[int]], pad_token_id: int,
                      device=None, mask_pad_tokens: bool = False) -> dict[str, torch.Tensor]:
-    """Per completion token, in one forward pass: `logps` = log π(token | prefix), and the mean `expected_logps` =
-    E_{v∼π}[log π(v | prefix)] and variance `logp_variance` of the log-probabilities over the vocabulary at that
-    position (what Min-K%++ standardises with); each (rows, longest completion), zero past a row's end, and `mask`
-    (1 on a row's completion tokens). The token-level statistics membership-inference scores are built from."""
+    """Per completion token, in one forward pass: `logps` = log π(token | prefix), the mean `expected_logps` and
+    variance `logp_variance` of the log-probabilities over the vocabulary at that position, and `is_argmax`; each
+    (rows, longest completion), zero past a row's end, with `mask` (1 on a row's completion tokens). The token-level
+    statistics membership-inference and memorization scores are built from (`npo_trl.eval.privacy`)."""
     batch = _collate(prompts, completions, pad_token_id, device or _device(model), mask_pad_tokens)
-    rows = [torch.arange(len(c)) for c in completions]
-    width = max(len(c) for c in completions)
-    mask = batch["completion_mask"][:, 1:].bool()
-    logprobs = _at_least_fp32(_logits(model, batch)[:, :-1][mask]).log_softmax(-1)  # (completion tokens, vocab)
-    probs = logprobs.exp()
-    expected = (probs * logprobs).sum(-1)
-    values = {"logps": logprobs.gather(-1, batch["input_ids"][:, 1:][mask][:, None]).squeeze(-1),
-              "expected_logps": expected, "logp_variance": (probs * logprobs.square()).sum(-1) - expected.square()}
-    row_of = torch.cat([torch.full((len(r),), i) for i, r in enumerate(rows)]).to(mask.device)
-    column = torch.cat(rows).to(mask.device)
-    out = {}
-    for name, flat in values.items():
-        out[name] = torch.zeros(len(completions), width, dtype=flat.dtype, device=flat.device)
-        out[name][row_of, column] = flat
-    out["mask"] = torch.zeros(len(completions), width, dtype=torch.long, device=mask.device)
-    out["mask"][row_of, column] = 1
-    return out
+    return _completion_token_statistics(_logits(model, batch), batch["input_ids"], batch["completion_mask"])
 
 
 def shared_prefix_length(prompts: Sequence[list[int]]) -> int:
@@ -130,14 +142,17 @@ def can_share_prefix(model) -> bool:
 
 @torch.no_grad()
 def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[list[int]], num_candidates: int,
-                    pad_token_id: int, device=None, mask_pad_tokens: bool = False) -> torch.Tensor:
+                    pad_token_id: int, device=None, mask_pad_tokens: bool = False,
+                    first_candidate_statistics: bool = False):
     """`sequence_logps` of rows that each hold `num_candidates` consecutive (prompt, completion) pairs with a common
     question (TOFU scores an answer, its paraphrase and its perturbations), shape (rows, num_candidates).
 
     Each row's shared prompt, all but its last token, runs once; its key-value cache is repeated for the candidates,
     which then run from that last token on. The values are `sequence_logps`' up to float rounding (4e-6 in fp32),
     for a quarter to a half fewer token-passes on TOFU's rows (the question runs once instead of 5-7 times). Every row
-    needs a shared prompt of >= 2 tokens, and the model a full-attention cache (`can_share_prefix`).
+    needs a shared prompt of >= 2 tokens, and the model a full-attention cache (`can_share_prefix`). With
+    `first_candidate_statistics`, also returns the `token_statistics` of each row's first candidate (its answer) from
+    the same pass: (logps, statistics).
     """
     if not can_share_prefix(model):
         raise ValueError(f"candidate_logps needs a full-attention key-value cache, which {type(model).__name__} does "
@@ -161,7 +176,10 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
     logits = model(input_ids=rest["input_ids"], use_cache=True, cache=cache, position_ids=positions,
                    attention_mask=torch.cat([prefix["attention_mask"].repeat_interleave(k, 0),
                                              rest["attention_mask"]], dim=1)).logits
-    return _completion_logps(logits, rest["input_ids"], rest["completion_mask"]).view(-1, k)
+    logps = _completion_logps(logits, rest["input_ids"], rest["completion_mask"]).view(-1, k)
+    if not first_candidate_statistics:
+        return logps
+    return logps, _completion_token_statistics(logits[::k], rest["input_ids"][::k], rest["completion_mask"][::k])
 
 
 @torch.no_grad()

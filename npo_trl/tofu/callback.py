@@ -10,8 +10,9 @@ class TOFUCallback(UnlearningEvalCallback):
     point, on every process (each scores a shard of the rows; DDP and DeepSpeed ZeRO-3 work).
 
     The metrics (`tofu/forget_quality`, `tofu/model_utility`, `tofu/forget_prob`, `tofu/forget_rouge`,
-    `tofu/forget_truth_ratio`, `tofu/forget_kl`, `tofu/retain_prob`, ..., `tofu/world_facts_truth_ratio`) are logged
-    through the trainer and appended to `output_dir/tofu_metrics.jsonl`; evaluation points, logging and best-model
+    `tofu/forget_truth_ratio`, `tofu/forget_kl`, `tofu/retain_prob`, ..., `tofu/world_facts_truth_ratio`, and with a
+    `"holdout"` set the privacy metrics `privacy/mia_*_auc`, `privacy/privleak`, `privacy/forget_exact_memorization`,
+    ...) are logged through the trainer and appended to `output_dir/tofu_metrics.jsonl`; evaluation points, logging and best-model
     selection are [`~npo_trl.eval.UnlearningEvalCallback`]'s. The KL to the reference model is reported when the
     trainer has one. To keep the checkpoint with the best forget quality:
 
@@ -27,8 +28,8 @@ class TOFUCallback(UnlearningEvalCallback):
         processing_class ([`~transformers.PreTrainedTokenizerBase`]):
             The trainer's tokenizer.
         eval_sets (`dict[str, Dataset | list[dict]]`):
-            TOFU evaluation sets by name among `"forget"`, `"retain"`, `"real_authors"`, `"world_facts"`, e.g.
-            `npo_trl.tofu.tofu_eval_sets(source, "forget10")`. See [`~npo_trl.tofu.TOFUEvaluator`].
+            TOFU evaluation sets by name among `"forget"`, `"retain"`, `"real_authors"`, `"world_facts"` and
+            `"holdout"`, e.g. `npo_trl.tofu.tofu_eval_sets(source, "forget10")`. See [`~npo_trl.tofu.TOFUEvaluator`].
         reference_stats (`dict`, `str` or `None`, *optional*):
             The retain model's statistics from [`~npo_trl.tofu.compute_reference_stats`], or a file
             [`~npo_trl.tofu.load_reference_stats`] reads (ours, open-unlearning's `TOFU_EVAL.json`, TOFU's
@@ -42,7 +43,7 @@ class TOFUCallback(UnlearningEvalCallback):
             The evaluation's settings, as [`~npo_trl.tofu.TOFUEvaluator`] takes them: `max_samples` (default every
             row), `seed`, `batch_size`, `generation_batch_size`, `max_new_tokens`, `prompt_format` (the format the
             training rows were made with, e.g. `"plain"`, `"llama3_instruct"`), `prompt_template`,
-            `completion_template`, `token_boundary` and `mask_pad_tokens`.
+            `completion_template`, `token_boundary`, `mask_pad_tokens` and `min_k_fraction`.
     """
 
     def __init__(self, processing_class, eval_sets, reference_stats=None, eval_steps="epoch", eval_on_start=True,

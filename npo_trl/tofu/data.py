@@ -75,17 +75,22 @@ def load_tofu(source: str | os.PathLike, split: str) -> datasets.Dataset:
     return datasets.load_dataset("json", data_files=str(Path(source) / f"{split}.json"), split="train")
 
 
-def tofu_eval_sets(source: str | os.PathLike, forget_split: str) -> dict[str, datasets.Dataset]:
-    """The four TOFU evaluation sets of a forget split: its forget questions, retain questions, real authors and
-    world facts, each from its `_perturbed` file (answer, paraphrased answer and perturbed answers)."""
+def tofu_eval_sets(source: str | os.PathLike, forget_split: str, holdout: bool = True
+                   ) -> dict[str, datasets.Dataset]:
+    """The TOFU evaluation sets of a forget split: its forget questions, retain questions, real authors and world
+    facts, each from its `_perturbed` file (answer, paraphrased answer and perturbed answers), and (`holdout`) the
+    matching `holdoutNN` split, questions about authors in no fine-tune, the non-members of the privacy metrics."""
+    return {name: load_tofu(source, split) for name, split in eval_split_names(forget_split, holdout).items()}
+
+
+def eval_split_names(forget_split: str, holdout: bool = True) -> dict[str, str]:
+    """The split of each TOFU evaluation set of a forget split: its `_perturbed` file, and `holdoutNN`."""
     if not (forget_split.startswith("forget") and forget_split[len("forget"):].isdigit()):
         raise ValueError(f"forget_split={forget_split!r} is not a forget split; give one such as 'forget10'.")
-    return {name: load_tofu(source, split) for name, split in eval_split_names(forget_split).items()}
-
-
-def eval_split_names(forget_split: str) -> dict[str, str]:
-    """The split of each TOFU evaluation set of a forget split: its `_perturbed` file."""
-    return {name: (forget_split if name == "forget" else name) + "_perturbed" for name in EVAL_SETS}
+    names = {name: (forget_split if name == "forget" else name) + "_perturbed" for name in EVAL_SETS}
+    if holdout:
+        names["holdout"] = "holdout" + forget_split.removeprefix("forget")
+    return names
 
 
 def to_prompt_completion(

@@ -1,6 +1,7 @@
 """TOFU's evaluation sets: rows validated, selected and tokenized once, then scored per row with the evaluation core
 (`npo_trl.eval`): every candidate answer's length-normalised log-probability, the greedy answer's ROUGE-L recall, the
-KL to a reference model, and the truth ratio."""
+KL to a reference model, the truth ratio, and the membership-inference and memorization scores of the answer
+(`npo_trl.eval.privacy`), which compare the forget set with the never-trained `holdout` set."""
 
 import hashlib
 import json
@@ -10,13 +11,19 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..eval import scoring
+from ..eval import privacy, scoring
 from ..eval.runner import PassTimer, batches, gather_rows, length_sorted, shard
 from ..prompts import generation_prompt_ids, get_prompt_format, tokenize_qa
 from .metrics import EVAL_SETS, PARAPHRASED_SETS, rouge_l_recall, truth_ratios
 
 
+HOLDOUT = "holdout"  # TOFU's holdoutNN: questions about authors in no fine-tune, the non-members of the privacy metrics
+SET_NAMES = EVAL_SETS + (HOLDOUT,)
+
+
 def _required_fields(name: str) -> tuple[str, ...]:
+    if name == HOLDOUT:
+        return "question", "answer"
     if name in PARAPHRASED_SETS:
         return "question", "answer", "paraphrased_answer", "perturbed_answer"
     return "question", "answer", "perturbed_answer"
@@ -24,10 +31,11 @@ def _required_fields(name: str) -> tuple[str, ...]:
 
 def validate_rows(rows: Sequence[dict], name: str) -> None:
     """Refuse an evaluation set that does not follow TOFU's schema, naming the row, the field and the fix."""
-    if name not in EVAL_SETS:
-        raise ValueError(f"Unknown TOFU evaluation set {name!r}: name the sets {list(EVAL_SETS)}.")
+    if name not in SET_NAMES:
+        raise ValueError(f"Unknown TOFU evaluation set {name!r}: name the sets {list(SET_NAMES)}.")
     if len(rows) == 0:
-        raise ValueError(f"The TOFU evaluation set {name!r} is empty.")
+        raise ValueError(f"The TOFU evaluation set {name!r} is empty: give its rows (e.g. `npo_trl.tofu."
+                         f"tofu_eval_sets`), or leave {name!r} out of eval_sets.")
     num_perturbed = None
     for index, row in enumerate(rows):
         for field in _required_fields(name):
@@ -36,6 +44,12 @@ def validate_rows(rows: Sequence[dict], name: str) -> None:
                     f"TOFU set {name!r}, row {index}: missing field {field!r}. Use TOFU's evaluation files (for "
                     f"{name!r}: {list(_required_fields(name))}), e.g. `npo_trl.tofu.tofu_eval_sets`."
                 )
+        if name == HOLDOUT:
+            for field in _required_fields(name):
+                if not isinstance(row[field], str) or not row[field].strip():
+                    raise ValueError(f"TOFU set {name!r}, row {index}: field {field!r} must be a non-empty string, "
+                                     f"got {row[field]!r:.80}.")
+            continue
         perturbed = row["perturbed_answer"]
         if not isinstance(perturbed, (list, tuple)) or not perturbed:
             raise ValueError(
@@ -78,9 +92,10 @@ class TOFUEvalSet:
     """One TOFU evaluation set, selected, validated and tokenized once.
 
     Each row keeps its generation prompt and its candidate (context, answer) token pairs in a fixed order: the
-    answer, then the paraphrased answer (forget and retain only), then the perturbed answers. `indices` are the
-    selected rows' positions among the `num_source_rows` rows given (see `select_indices`); `prompt_format` is a preset
-    name or a `npo_trl.prompts.PromptFormat`, and `token_boundary` is `npo_trl.prompts.tokenize_qa`'s.
+    answer, then the paraphrased answer (forget and retain only), then the perturbed answers (none on `holdout`).
+    `indices` are the selected rows' positions among the `num_source_rows` rows given (see `select_indices`);
+    `prompt_format` is a preset name or a `npo_trl.prompts.PromptFormat`, and `token_boundary` is
+    `npo_trl.prompts.tokenize_qa`'s.
     """
 
     def __init__(self, name, rows, processing_class, max_samples=None, seed=0, prompt_format="plain",
@@ -94,7 +109,7 @@ class TOFUEvalSet:
         self.indices = select_indices(len(rows), max_samples, seed)
         self.rows = [rows[i] for i in self.indices]
         self.has_paraphrase = name in PARAPHRASED_SETS
-        self.num_perturbed = len(self.rows[0]["perturbed_answer"])
+        self.num_perturbed = 0 if name == HOLDOUT else len(self.rows[0]["perturbed_answer"])
         self.answers = [row["answer"] for row in self.rows]
         self.prompts = [generation_prompt_ids(processing_class, row["question"], self.prompt_format)
                         for row in self.rows]
@@ -105,14 +120,15 @@ class TOFUEvalSet:
         ]
         # candidate_logps can run each question once when every row's candidates share >= 2 prompt tokens
         self.lengths = [max(len(p) + len(c) for p, c in pairs) for pairs in self.candidates]
-        self.shares_prompt = min(scoring.shared_prefix_length([p for p, _ in c]) for c in self.candidates) >= 2
+        self.shares_prompt = self.num_perturbed > 0 and \
+            min(scoring.shared_prefix_length([p for p, _ in c]) for c in self.candidates) >= 2
         fields = [[row["question"], *self._texts(row)] for row in self.rows]
         formatting = [self.prompt_format.to_dict(), token_boundary]
         self.fingerprint = hashlib.sha256(json.dumps([formatting, fields]).encode()).hexdigest()
 
     def _texts(self, row) -> list[str]:
         return [row["answer"]] + ([row["paraphrased_answer"]] if self.has_paraphrase else []) + \
-            list(row["perturbed_answer"])
+            (list(row["perturbed_answer"]) if self.num_perturbed else [])
 
     def __len__(self):
         return len(self.rows)
@@ -121,12 +137,15 @@ class TOFUEvalSet:
 @torch.no_grad()
 def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, *, ref_model=None, batch_size: int = 8,
                    max_new_tokens: int = 200, generate: bool = True, accelerator=None, synced_gpus: bool = False,
-                   generation_batch_size: int | None = None, mask_pad_tokens: bool = False,
-                   timer: PassTimer | None = None, progress: bool = False) -> dict[str, np.ndarray]:
+                   generation_batch_size: int | None = None, mask_pad_tokens: bool = False, membership: bool = False,
+                   min_k_fraction: float = privacy.MIN_K_FRACTION, timer: PassTimer | None = None,
+                   progress: bool = False) -> dict[str, np.ndarray]:
     """Per-row scores of one set: `answer_logps`, `correct_logps`, `perturbed_logps` (rows, n) (length-normalised),
-    `truth_ratios`, `rouge` (with `generate`, `generation_batch_size` rows at a time, by default `batch_size`) and
-    `kl` (with `ref_model`); NaN where not computed. `mask_pad_tokens` as for `npo_trl.eval.scoring`; `timer` sums
-    the seconds of the "score", "kl" and "generate" passes and counts "generated_tokens".
+    `truth_ratios` (sets with perturbed answers), `rouge` (with `generate`, `generation_batch_size` rows at a time,
+    by default `batch_size`) and `kl` (with `ref_model`); NaN where not computed. With `membership`, also the answer's
+    `npo_trl.eval.privacy.ROW_SCORES` (Min-K% with `min_k_fraction`) and `zlib`, from the same forward pass.
+    `mask_pad_tokens` as for `npo_trl.eval.scoring`; `timer` sums the seconds of the "score", "kl" and "generate"
+    passes and counts "generated_tokens".
 
     With `accelerator`, each process scores its shard of the rows and the scores are gathered; the model must
     already be unwrapped and in eval mode (see `npo_trl.eval.runner.evaluation_model`).
@@ -139,16 +158,21 @@ def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, *, ref_model=
     num_candidates = len(eval_set.candidates[0])
     share_prompt = eval_set.shares_prompt and scoring.can_share_prefix(model)  # per set: ZeRO-3 ranks must agree
 
-    logps, rouge, kl = [], [], []
+    logps, rouge, kl, members = [], [], [], []
     for rows in batches(indices, order, batch_size, progress, f"scoring {eval_set.name}"):
         pairs = [pair for i in rows for pair in eval_set.candidates[i]]  # every candidate of the batch, stacked
         with timer("score"):
             if share_prompt:
-                logps.append(scoring.candidate_logps(model, *zip(*pairs), num_candidates, pad_id, device,
-                                                     mask_pad_tokens))
+                out = scoring.candidate_logps(model, *zip(*pairs), num_candidates, pad_id, device, mask_pad_tokens,
+                                              first_candidate_statistics=membership)
             else:
-                logps.append(scoring.sequence_logps(model, *zip(*pairs), pad_id, device, mask_pad_tokens)
-                             .view(len(rows), num_candidates))
+                out = scoring.sequence_logps(model, *zip(*pairs), pad_id, device, mask_pad_tokens,
+                                             statistics_rows=slice(None, None, num_candidates) if membership else None)
+            batch_logps, statistics = out if membership else (out, None)
+            logps.append(batch_logps.view(len(rows), num_candidates))
+            if membership:
+                scores = privacy.row_scores(statistics, min_k_fraction)
+                members.append(torch.stack([scores[name] for name in privacy.ROW_SCORES], dim=1))
         if ref_model is not None:
             with timer("kl"):
                 kl.append(scoring.reference_kl(model, ref_model, *zip(*[eval_set.candidates[i][0] for i in rows]),
@@ -161,9 +185,9 @@ def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, *, ref_model=
                                                    max_new_tokens, synced_gpus, device, mask_pad_tokens, timer)
             rouge.append(torch.tensor(rouge_l_recall(answers, [eval_set.answers[i] for i in rows]), device=device))
     nan = torch.full((len(indices),), float("nan"), device=device)
-    columns = torch.cat([torch.cat(logps).double(), (torch.cat(rouge) if rouge else nan).double()[:, None],
-                         (torch.cat(kl) if kl else nan).double()[:, None]], dim=1)
-    table = gather_rows(columns, order, accelerator, len(eval_set))
+    columns = [torch.cat(logps).double(), (torch.cat(rouge) if rouge else nan).double()[:, None],
+               (torch.cat(kl) if kl else nan).double()[:, None]] + ([torch.cat(members).double()] if members else [])
+    table = gather_rows(torch.cat(columns, dim=1), order, accelerator, len(eval_set))
     first_perturbed = 2 if eval_set.has_paraphrase else 1
     scores = {
         "answer_logps": table[:, 0],
@@ -172,5 +196,9 @@ def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, *, ref_model=
         "rouge": table[:, num_candidates],
         "kl": table[:, num_candidates + 1],
     }
-    scores["truth_ratios"] = truth_ratios(scores["correct_logps"], scores["perturbed_logps"])
+    if eval_set.num_perturbed:
+        scores["truth_ratios"] = truth_ratios(scores["correct_logps"], scores["perturbed_logps"])
+    if membership:
+        scores.update({name: table[:, num_candidates + 2 + j] for j, name in enumerate(privacy.ROW_SCORES)})
+        scores["zlib"] = privacy.zlib_score(scores["loss"], eval_set.answers)
     return scores

@@ -15,6 +15,11 @@ model never trained on the forget set (the retain model). `load_reference_stats`
 
 External logs hold one value per row of the whole forget split, in its order: the evaluated forget set must be that
 split (any `max_samples` subset is then taken from them row for row).
+
+The privacy metrics (`npo_trl.eval.privacy`) need the retain model's membership-inference AUCs (PrivLeak compares with
+them) and its per-row losses (the reference attack's calibration): `compute_reference_stats(...,
+holdout_eval_set=...)` stores both under `"privacy"`, and open-unlearning's `TOFU_EVAL.json` gives the AUCs when it
+holds its `mia_*` metrics (same direction as ours).
 """
 
 import json
@@ -23,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from ..eval import privacy
 from ..eval.runner import eval_mode
 from ..prompts import get_prompt_format
-from .eval_sets import TOFUEvalSet, score_eval_set
+from .eval_sets import HOLDOUT, TOFUEvalSet, score_eval_set
 from .metrics import truth_ratios
 
 SOURCES = ("npo-trl", "open-unlearning", "tofu")
@@ -39,8 +45,11 @@ def _model_id(model) -> str | None:
 def compute_reference_stats(model, processing_class, forget_eval_set, *, max_samples=None, seed=0, batch_size=8,
                             prompt_format="plain", prompt_template=None, completion_template=None,
                             token_boundary="common_prefix", mask_pad_tokens=False, cache_path=None,
-                            accelerator=None) -> dict[str, Any]:
-    """The retain model's truth ratios on the forget set: what forget quality compares the unlearned model with.
+                            accelerator=None, holdout_eval_set=None, min_k_fraction=privacy.MIN_K_FRACTION
+                            ) -> dict[str, Any]:
+    """The retain model's truth ratios on the forget set: what forget quality compares the unlearned model with; with
+    `holdout_eval_set` (TOFU's holdoutNN rows), also its membership-inference AUCs and per-row losses on the forget
+    and holdout sets, what the privacy metrics compare with (`"privacy"`).
 
     `model` is the retain model (fine-tuned without the forget set; TOFU publishes one per split), a plain model on
     `accelerator.device` when `accelerator` is given (each process then scores a shard of the rows). Under DeepSpeed
@@ -49,17 +58,23 @@ def compute_reference_stats(model, processing_class, forget_eval_set, *, max_sam
     `mask_pad_tokens`. With `cache_path`, statistics saved there for the same rows and model are loaded instead of
     recomputed, and new ones are saved there (JSON).
     """
-    forget = TOFUEvalSet("forget", forget_eval_set, processing_class, max_samples, seed,
-                         get_prompt_format(prompt_format, prompt_template, completion_template),
+    prompt_format = get_prompt_format(prompt_format, prompt_template, completion_template)
+    forget = TOFUEvalSet("forget", forget_eval_set, processing_class, max_samples, seed, prompt_format,
                          token_boundary=token_boundary)
+    holdout = None if holdout_eval_set is None else TOFUEvalSet(HOLDOUT, holdout_eval_set, processing_class,
+                                                                 max_samples, seed, prompt_format,
+                                                                 token_boundary=token_boundary)
     if cache_path is not None and os.path.exists(cache_path):
         stats = load_reference_stats(cache_path)
         if stats.get("fingerprint") == forget.fingerprint and stats.get("model") == _model_id(model) and \
-                stats.get("mask_pad_tokens", False) == mask_pad_tokens:
+                stats.get("mask_pad_tokens", False) == mask_pad_tokens and \
+                (holdout is None or _privacy_matches(stats.get("privacy"), holdout, min_k_fraction)):
             return stats
+    settings = dict(batch_size=batch_size, generate=False, accelerator=accelerator, mask_pad_tokens=mask_pad_tokens,
+                    membership=holdout is not None, min_k_fraction=min_k_fraction)
     with eval_mode(model):
-        scores = score_eval_set(model, processing_class, forget, batch_size=batch_size, generate=False,
-                                accelerator=accelerator, mask_pad_tokens=mask_pad_tokens)
+        scores = score_eval_set(model, processing_class, forget, **settings)
+        holdout_scores = None if holdout is None else score_eval_set(model, processing_class, holdout, **settings)
     stats = {
         "source": "npo-trl",
         "truth_ratios": scores["truth_ratios"].tolist(),
@@ -72,6 +87,13 @@ def compute_reference_stats(model, processing_class, forget_eval_set, *, max_sam
         "mask_pad_tokens": mask_pad_tokens,
         "model": _model_id(model),
     }
+    if holdout is not None:
+        losses = (scores["loss"], holdout_scores["loss"])
+        stats["privacy"] = {
+            "auc": privacy.mia_aucs(scores, holdout_scores, reference_losses=losses),
+            "forget_losses": scores["loss"].tolist(), "holdout_losses": holdout_scores["loss"].tolist(),
+            "holdout_fingerprint": holdout.fingerprint, "min_k_fraction": min_k_fraction,
+        }
     if cache_path is not None and (accelerator is None or accelerator.is_main_process):
         os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
         with open(cache_path, "w") as f:
@@ -103,7 +125,14 @@ def _open_unlearning_stats(log: dict, path) -> dict[str, Any]:
     if rouge:
         answers = [entry.get("ground_truth") if isinstance(entry, dict) else None
                    for entry in _by_row(rouge, "forget_Q_A_ROUGE.value_by_index", path)]
-    return {"source": "open-unlearning", "truth_ratios": [float(r) for r in ratios], "answers": _all_or_none(answers)}
+    stats = {"source": "open-unlearning", "truth_ratios": [float(r) for r in ratios], "answers": _all_or_none(answers)}
+    # its mia_* metrics: forget (label 0) vs holdout (label 1) AUCs of loss-like scores, our direction
+    aucs = {attack: log[f"mia_{attack}"]["agg_value"] for attack in privacy.ATTACKS
+            if isinstance(log.get(f"mia_{attack}"), dict) and isinstance(log[f"mia_{attack}"].get("agg_value"),
+                                                                         (int, float))}
+    if aucs:
+        stats["privacy"] = {"auc": aucs}
+    return stats
 
 
 def _all_or_none(answers):
@@ -184,3 +213,31 @@ def reference_truth_ratios(stats: dict[str, Any], forget: TOFUEvalSet | None, ma
                     f"{answer!r:.80}: the log is of another split or another row order."
                 )
     return np.asarray(stats["truth_ratios"], dtype=np.float64)[forget.indices]
+
+
+def _privacy_matches(stats_privacy, holdout: TOFUEvalSet, min_k_fraction: float) -> bool:
+    return isinstance(stats_privacy, dict) and stats_privacy.get("holdout_fingerprint") == holdout.fingerprint and \
+        stats_privacy.get("min_k_fraction") == min_k_fraction
+
+
+def reference_privacy(stats: dict[str, Any], holdout: TOFUEvalSet, min_k_fraction: float
+                      ) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray] | None]:
+    """(the retain model's AUCs, its (forget, holdout) per-row losses or None) for the evaluated holdout set, or a
+    ValueError naming the fix. Call after `reference_truth_ratios`, which checks the forget rows."""
+    where = stats.get("path", "reference_stats")
+    section = stats.get("privacy")
+    if not isinstance(section, dict) or not section.get("auc"):
+        raise ValueError(
+            f"{where} holds no membership-inference AUCs of the retain model, which PrivLeak compares with: recompute "
+            "them with compute_reference_stats(retain_model, tokenizer, forget, holdout_eval_set=eval_sets['holdout'],"
+            " ...) (examples/tofu.py does with --privacy true), or leave 'holdout' out of eval_sets (--privacy false)."
+        )
+    if stats.get("source", "npo-trl") != "npo-trl":
+        return section["auc"], None
+    if not _privacy_matches(section, holdout, min_k_fraction):
+        raise ValueError(
+            f"{where} was computed on other holdout rows, format or Min-K% fraction than this holdout set "
+            f"({len(holdout)} rows, min_k_fraction={min_k_fraction}): recompute it with compute_reference_stats(..., "
+            "holdout_eval_set=...) and the same settings."
+        )
+    return section["auc"], (np.asarray(section["forget_losses"]), np.asarray(section["holdout_losses"]))

@@ -3,7 +3,7 @@ with 1 CPU process, or 2 under DeepSpeed ZeRO-3.
 
 Usage: tofu_callback.py MODEL_DIR EVAL_SETS_JSON OUTPUT_DIR PER_DEVICE_BATCH_SIZE. The forget set's questions and
 answers are the training rows. Rank 0 writes OUTPUT_DIR/result.json: the retain statistics (computed across the
-processes) and the TOFU metrics logged at steps 0, 1 and 2.
+processes) and the TOFU (and, with a "holdout" set, privacy) metrics logged at steps 0, 1 and 2.
 """
 
 import gc
@@ -37,7 +37,8 @@ def main(model_dir, sets_path, output_dir, batch_size):
 
     # Each process scores its half of the rows.
     stats = compute_reference_stats(retain_model.to(trainer.accelerator.device), tokenizer, sets["forget"],
-                                    batch_size=3, accelerator=trainer.accelerator)
+                                    batch_size=3, accelerator=trainer.accelerator,
+                                    holdout_eval_set=sets.get("holdout"))
     # Odd batch sizes, so the two runs pad their batches differently.
     callback = TOFUCallback(tokenizer, sets, reference_stats=stats, eval_steps=1, batch_size=3, max_new_tokens=12)
     trainer.add_callback(callback)

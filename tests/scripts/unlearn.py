@@ -1,4 +1,5 @@
-"""Runs NPOTrainer on JSON forget/retain rows; launched by the tests under `accelerate launch` (gloo, ZeRO-3).
+"""Runs NPOTrainer on JSON forget/retain rows; launched by the tests under `accelerate launch` (gloo: DDP, ZeRO-3,
+FSDP).
 
 Saves the final model to <output_dir>/final and writes <output_dir>/run.json from rank 0: the log history and
 the forget and retain rows each micro-batch saw on each rank.
@@ -60,6 +61,7 @@ def main():
             "seen": seen,
             "num_processes": PartialState().num_processes,
             "deepspeed": trainer.is_deepspeed_enabled,
+            "fsdp": trainer.is_fsdp_enabled,
         }
         json.dump(result, open(os.path.join(args.output_dir, "run.json"), "w"))
     # Free the DDP/DeepSpeed wrappers (they hold the process group) and destroy it while the interpreter is whole:

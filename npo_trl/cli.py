@@ -1,0 +1,33 @@
+"""`npo-trl`: unlearn from the command line (`npo_trl.scripts.unlearn`), or evaluate a model on a benchmark.
+
+    npo-trl [unlearn] --model_name_or_path M --dataset_name FORGET [--retain_dataset_name RETAIN --retain_loss nll] ...
+    npo-trl eval tofu --model_name_or_path M --forget_split forget10 [--retain_model R | --reference_stats FILE] ...
+
+`npo-trl <subcommand> --help` lists every argument.
+"""
+
+import sys
+
+BENCHMARKS = ("tofu",)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return
+    if argv[:1] == ["eval"]:
+        if argv[1:2] != ["tofu"]:
+            raise SystemExit(f"npo-trl eval: name the benchmark, one of {list(BENCHMARKS)}: "
+                             "npo-trl eval tofu --model_name_or_path ...")
+        from npo_trl.scripts import eval_tofu
+
+        eval_tofu.run(argv[2:], prog="npo-trl eval tofu")
+        return
+    from npo_trl.scripts import unlearn
+
+    unlearn.run(argv[1:] if argv[:1] == ["unlearn"] else argv, prog="npo-trl unlearn")
+
+
+if __name__ == "__main__":
+    main()

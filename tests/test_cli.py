@@ -1,0 +1,95 @@
+"""The `npo-trl` command (npo_trl/cli.py, npo_trl/scripts/): unlearning from local files (plain, LoRA, --config),
+`npo-trl eval tofu` on TOFU's local files, and bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from npo_trl.cli import main as cli
+from npo_trl.scripts import eval_tofu, unlearn
+
+ROOT = Path(__file__).resolve().parents[1]
+TOFU_DIR = Path(os.environ.get("TOFU_DIR", ROOT.parent / "shared" / "tofu"))
+TRAIN = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--report_to", "none", "--save_strategy", "no",
+         "--logging_steps", "1", "--learning_rate", "1e-3", "--disable_tqdm", "true"]
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory, forget_ds, retain_ds):
+    folder = tmp_path_factory.mktemp("cli_data")
+    (folder / "forget.jsonl").write_text("".join(json.dumps(dict(r)) + "\n" for r in forget_ds))
+    retain = folder / "retain"  # a local folder of data files, as datasets.load_dataset reads it
+    retain.mkdir()
+    (retain / "train.json").write_text(json.dumps([dict(r) for r in retain_ds]))
+    return folder / "forget.jsonl", retain
+
+
+def test_the_console_script_unlearns_from_local_files_and_saves_with_a_model_card(tmp_path, finetuned_dir,
+                                                                                   cli_files):
+    command = [os.path.join(os.path.dirname(sys.executable), "npo-trl"), "--model_name_or_path", finetuned_dir,
+               "--dataset_name", str(cli_files[0]), "--retain_dataset_name", str(cli_files[1]), "--retain_loss",
+               "nll", "--output_dir", str(tmp_path / "out"), *TRAIN]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
+    assert (tmp_path / "out" / "model.safetensors").exists()
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "npo" in card and "2404.05868" in card  # NPOTrainer's tags and paper, through TRL's model card
+
+
+def test_lora_and_a_recipe_file(tmp_path, finetuned_dir, cli_files):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("\n".join([
+        f"model_name_or_path: {finetuned_dir}", f"dataset_name: {cli_files[0]}", "forget_loss: simnpo",
+        "use_peft: true", "lora_r: 4", "lora_target_modules: [q_proj, v_proj]", f"output_dir: {tmp_path / 'lora'}",
+    ]))
+    cli(["--config", str(recipe), *TRAIN])
+    assert (tmp_path / "lora" / "adapter_config.json").exists() and not (tmp_path / "lora" / "config.json").exists()
+    assert json.loads((tmp_path / "lora" / "adapter_config.json").read_text())["r"] == 4
+
+
+def test_eval_tofu_on_local_files(tmp_path, finetuned_dir):
+    """The toy model (its own byte-level tokenizer reads any text) as both the evaluated and the retain model."""
+    out = tmp_path / "metrics.json"
+    cli(["eval", "tofu", "--model_name_or_path", finetuned_dir, "--dataset", str(TOFU_DIR), "--forget_split",
+         "forget01", "--retain_model", finetuned_dir, "--max_samples", "6", "--max_new_tokens", "4",
+         "--output_json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["rows"] == {"forget": 6, "retain": 6, "real_authors": 6, "world_facts": 6, "holdout": 6}
+    metrics = result["metrics"]
+    assert metrics["tofu/forget_quality"] == 1.0  # the same model as the reference
+    assert 0 <= metrics["tofu/model_utility"] <= 1 and metrics["privacy/mia_reference_auc"] == 0.5
+
+
+def test_bad_input_is_refused_naming_the_fix(tmp_path, finetuned_dir, cli_files, monkeypatch):
+    from trl import ModelConfig
+
+    from npo_trl import NPOConfig
+
+    args = NPOConfig(output_dir=str(tmp_path), retain_loss="nll", report_to="none")
+    script_args = unlearn.UnlearnScriptArguments(dataset_name=str(cli_files[0]))
+    with pytest.raises(ValueError, match="--retain_loss nll trains on a retain set: give it with --retain_dataset"):
+        unlearn.check_arguments(script_args, args, ModelConfig(model_name_or_path=finetuned_dir))
+    with pytest.raises(ValueError, match="--model_name_or_path is required"):
+        unlearn.check_arguments(script_args, args, ModelConfig())
+    monkeypatch.setattr("transformers.utils.is_peft_available", lambda: False)
+    with pytest.raises(ValueError, match=r"--use_peft needs the peft package: pip install 'npo-trl\[peft\]'"):
+        unlearn.check_arguments(unlearn.UnlearnScriptArguments(dataset_name="x", retain_dataset_name="y"), args,
+                                ModelConfig(model_name_or_path=finetuned_dir, use_peft=True))
+    with pytest.raises(ValueError, match=r"has no split 'validation': its splits are \['train'\]; set "
+                                         "--retain_dataset_split"):
+        unlearn.load_rows(str(cli_files[1]), None, "validation", "--retain_dataset_name")
+    (tmp_path / "rows.txt").write_text("a\n")
+    with pytest.raises(ValueError, match=r"a local file must be one of \['.csv', '.json', '.jsonl', '.parquet'\]"):
+        unlearn.load_rows(str(tmp_path / "rows.txt"), None, "train", "--dataset_name")
+    with pytest.raises(ValueError, match="Unknown TOFU split 'forget20_perturbed'.*available splits.*'forget10'"):
+        eval_tofu.main(eval_tofu.TOFUEvalArguments(dataset=str(TOFU_DIR), forget_split="forget20"),
+                       ModelConfig(model_name_or_path=finetuned_dir))
+    with pytest.raises(ValueError, match="pass one"):
+        eval_tofu.main(eval_tofu.TOFUEvalArguments(retain_model="r", reference_stats="s"),
+                       ModelConfig(model_name_or_path=finetuned_dir))
+    with pytest.raises(SystemExit, match="name the benchmark"):
+        cli(["eval", "muse"])
