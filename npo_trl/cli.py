@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> None:
         print(__doc__)
         return
     if argv[:1] == ["eval"]:
+        if argv[1:2] in ([], ["-h"], ["--help"]):
+            print(f"usage: npo-trl eval {{{','.join(BENCHMARKS)}}} ARGS  (npo-trl eval tofu --help lists them)")
+            return
         if argv[1:2] != ["tofu"]:
             raise SystemExit(f"npo-trl eval: name the benchmark, one of {list(BENCHMARKS)}: "
                              "npo-trl eval tofu --model_name_or_path ...")

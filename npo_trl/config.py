@@ -52,9 +52,10 @@ class NPOConfig(DPOConfig):
             when this column is absent.
         separate_backward (`bool`, *optional*, defaults to `True`):
             With a retain loss, backpropagate the forget term before the retain batch's forward pass, so that the two
-            batches' activations are never held at once: the same gradients as one backward of the sum, at about
-            SFT's peak memory (measured in benchmarks/). Under DDP and ZeRO-3 the gradients are reduced once per term.
-            `False` runs one backward of the sum.
+            batches' activations are never held at once: the same gradients as one backward of the sum, with less peak
+            memory (benchmarks/RESULTS.md: NPO+RT 1.17× SFT's instead of 1.24×, NPO+KL 1.15× instead of 1.28×). Under
+            DDP and ZeRO-3 the gradients are reduced once per term. `False` runs one backward of the sum, as do the LOMO
+            optimizers (they update the weights inside each backward).
         nonfinite_loss (`str`, *optional*, defaults to `"raise"`):
             What to do with rows whose log-probabilities or loss are not finite: `"raise"` stops training with an
             error naming the step and the rows; `"skip"` leaves those rows out of the loss and counts them in the
@@ -93,7 +94,8 @@ class NPOConfig(DPOConfig):
     separate_backward: bool = field(
         default=True,
         metadata={"help": "With a retain loss, backpropagate the forget term before the retain forward pass (the same "
-                          "gradients, one batch's activations at a time); False: one backward of the sum."},
+                          "gradients, one batch's activations at a time: less peak memory); False: one backward of "
+                          "the sum."},
     )
     nonfinite_loss: str = field(
         default="raise",

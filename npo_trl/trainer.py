@@ -271,7 +271,8 @@ class NPOTrainer(DPOTrainer):
                 metrics["npo/weight"] = losses.npo_weight(logps, ref_logps, args.beta)
 
         if mode == "train" and args.retain_loss is not None:
-            if args.separate_backward and torch.is_grad_enabled():  # the forget activations go before the retain pass
+            if args.separate_backward and torch.is_grad_enabled() and "lomo" not in str(args.optim):
+                # the forget activations go before the retain pass (LOMO optimizers update inside each backward)
                 self._check_finite(loss)
                 self._backward_now(loss)
                 loss = loss.detach()

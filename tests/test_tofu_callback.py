@@ -94,6 +94,8 @@ def test_misconfigurations_are_refused_before_training(tmp_path, finetuned, toke
         ("tofu/forget_quality", "needs the retain model's statistics"),
         ("tofu/forget_qualty", "is not a tofu metric"),
         ("tofu/forget_kl", "needs a reference model"),  # GA loads none
+        ("privacy/privleak", "best value is the retain model's"),
+        ("privacy/forget_exact_memorization", "needs the 'holdout' set"),
     ]
     for metric, message in cases:
         args = config(tmp_path, forget_loss="ga", max_steps=1, metric_for_best_model=metric, **best)

@@ -134,11 +134,18 @@ def test_privacy_statistics_are_cached_read_from_open_unlearning_and_required_wi
     assert stats["privacy"]["auc"]["min_k"] == 1.0 and math.isnan(metrics["privacy/privleak"])
 
     # open-unlearning's TOFU_EVAL.json holds the retain model's mia_* AUCs (no per-row losses: no reference attack).
-    log = open_unlearning_log(stats["truth_ratios"], [row["answer"] for row in forget_rows])
+    log_answers = [row["answer"] for row in forget_rows]
+    log = open_unlearning_log(stats["truth_ratios"], log_answers)
     log.update({f"mia_{attack}": {"agg_value": auc, "value_by_index": {}}
                 for attack, auc in stats["privacy"]["auc"].items() if attack != "reference"})
     read = load_reference_stats(write(tmp_path / "TOFU_EVAL.json", log))
     assert read["privacy"]["auc"] == {k: v for k, v in stats["privacy"]["auc"].items() if k != "reference"}
+    with pytest.warns(UserWarning, match="no Min-K% membership-inference AUC"):  # a log without them: no PrivLeak
+        without = TOFUEvaluator(tokenizer, sets, reference_stats=load_reference_stats(
+            write(tmp_path / "no_mia.json", open_unlearning_log(stats["truth_ratios"], log_answers))), max_new_tokens=2)
+    assert without.evaluate(model)["privacy/privleak"] is None
+    with pytest.warns(UserWarning, match="no Min-K%"):  # its Min-K% AUCs are open-unlearning's k = 0.4 only
+        TOFUEvaluator(tokenizer, sets, reference_stats=read, min_k_fraction=0.2)
     read["privacy"]["auc"]["min_k"] = 0.75
     from_log = TOFUEvaluator(tokenizer, sets, reference_stats=read, max_new_tokens=2).evaluate(model)
     assert from_log["privacy/privleak"] == pytest.approx((0.0 - 0.25) / 0.25 * 100)  # MUSE's (0 - 0.25) / 0.25

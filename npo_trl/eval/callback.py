@@ -145,7 +145,7 @@ class UnlearningEvalCallback(TrainerCallback):
             raise ValueError(f"{type(self).__name__} is not bound to a trainer: NPOTrainer binds it; with another "
                              "Trainer call `callback.bind(trainer)` before `train()`.")
         metric = (args.metric_for_best_model or "").removeprefix("eval_")
-        if not metric.startswith(f"{self.evaluator.name}/"):
+        if not (metric.startswith(f"{self.evaluator.name}/") or metric in self.evaluator.metric_names):
             return
         self.evaluator.check_metric(metric, has_reference_model=self._reference_model() is not None)
         if metric in self.evaluator.higher_is_better and not args.greater_is_better:

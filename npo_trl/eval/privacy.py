@@ -60,8 +60,8 @@ def min_k_score(token_logps: torch.Tensor, mask: torch.Tensor, k: float = MIN_K_
 
 def min_k_plus_plus_score(token_logps: torch.Tensor, expected_logps: torch.Tensor, logp_variance: torch.Tensor,
                           mask: torch.Tensor, k: float = MIN_K_FRACTION) -> torch.Tensor:
-    """Min-K%++ (Zhang et al. 2024, "Min-K%++: Improved Baseline for Detecting Pre-Training Data from Large Language Models"):
-    Min-K% of each token's log-prob standardised by the mean and standard deviation of the log-probs over the
+    """Min-K%++ (Zhang et al. 2024, "Min-K%++: Improved Baseline for Detecting Pre-Training Data from Large Language
+    Models"): Min-K% of each token's log-prob standardised by the mean and standard deviation of the log-probs over the
     vocabulary at its position, (log p(x_t) − μ_t) / σ_t (σ_t² floored at 1e-6, as open-unlearning does)."""
     z = (token_logps - expected_logps) / logp_variance.clamp(min=1e-6).sqrt()
     return min_k_score(z, mask, k)
@@ -75,9 +75,9 @@ def zlib_score(loss, texts: Sequence[str]) -> np.ndarray:
 
 
 def reference_score(loss, reference_loss) -> np.ndarray:
-    """Reference-model attack (Carlini et al. 2021, comparing with another model; Mireshghallah et al. 2022): the loss minus a reference
-    model's loss on the same row, calibrating away how hard the row is for any model. The reference here is the retain
-    model (never trained on the forget set), as in open-unlearning's TOFU configuration."""
+    """Reference-model attack (Carlini et al. 2021, comparing with another model; Mireshghallah et al. 2022): the loss
+    minus a reference model's loss on the same row, calibrating away how hard the row is for any model. The reference
+    here is the retain model (never trained on the forget set), as in open-unlearning's TOFU configuration."""
     return np.asarray(loss, dtype=np.float64) - np.asarray(reference_loss, dtype=np.float64)
 
 
@@ -125,10 +125,10 @@ def mia_auc(member_scores, nonmember_scores) -> float:
 
 
 def privleak(auc: float, retain_auc: float) -> float:
-    """PrivLeak (Shi et al. 2025, "MUSE: Machine Unlearning Six-Way Evaluation for Language Models"): the relative gap between the
-    unlearned and the retain model's MIA AUC, in percent: (AUC_unlearned − AUC_retain) / AUC_retain · 100 with MUSE's
-    AUC, which is 1 − ours (MUSE ranks the other way round; open-unlearning converts its AUCs the same way). 0 = the
-    forget rows leak as little as the retain model's; negative = they still stand out (under-unlearned; a model
+    """PrivLeak (Shi et al. 2025, "MUSE: Machine Unlearning Six-Way Evaluation for Language Models"): the relative gap
+    between the unlearned and the retain model's MIA AUC, in percent: (AUC_unlearned − AUC_retain) / AUC_retain · 100
+    with MUSE's AUC, which is 1 − ours (MUSE ranks the other way round; open-unlearning converts its AUCs the same way).
+    0 = the forget rows leak as little as the retain model's; negative = they still stand out (under-unlearned; a model
     that never unlearned scores near −100); positive = they look less familiar than unseen text (over-unlearned)."""
     muse_auc, muse_retain_auc = 1.0 - auc, 1.0 - retain_auc
     return float("nan") if muse_retain_auc == 0 else (muse_auc - muse_retain_auc) / muse_retain_auc * 100.0

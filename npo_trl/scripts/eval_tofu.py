@@ -30,7 +30,8 @@ class TOFUEvalArguments:
     )
     forget_split: str = field(default="forget10", metadata={"help": "forget01, forget05 or forget10."})
     retain_model: str | None = field(
-        default=None, metadata={"help": "The retain model (never trained on the forget set), scored for forget quality."}
+        default=None,
+        metadata={"help": "The retain model (never trained on the forget set), scored for forget quality."},
     )
     reference_stats: str | None = field(
         default=None, metadata={"help": "The retain model's statistics file instead of --retain_model."}

@@ -15,6 +15,7 @@ messages, prompt/rejected). Every NPOConfig field is an argument (`--forget_loss
 """
 
 import os
+import warnings
 from dataclasses import dataclass, field
 
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
@@ -47,15 +48,16 @@ def load_rows(name: str, config: str | None, split: str, flag: str):
         if extension not in DATA_FILE_BUILDERS:
             raise ValueError(f"{flag} {name!r}: a local file must be one of {sorted(DATA_FILE_BUILDERS)}.")
         return datasets.load_dataset(DATA_FILE_BUILDERS[extension], data_files=name, split="train")
+    flag_split = "--dataset_train_split" if flag == "--dataset_name" else "--retain_dataset_split"
     try:
-        dataset = datasets.load_dataset(name, name=config)
+        return datasets.load_dataset(name, name=config, split=split)
     except (FileNotFoundError, ConnectionError) as e:
         raise ValueError(f"{flag} {name!r} is neither a local file or folder nor a dataset that could be loaded "
                          f"from the hub: {e}") from e
-    if split not in dataset:
-        flag_split = "--dataset_train_split" if flag == "--dataset_name" else "--retain_dataset_split"
-        raise ValueError(f"{flag} {name!r} has no split {split!r}: its splits are {list(dataset)}; set {flag_split}.")
-    return dataset[split]
+    except ValueError as e:
+        if "split" not in str(e).lower():
+            raise
+        raise ValueError(f"{flag} {name!r} has no split {split!r} ({e}); set {flag_split}.") from e
 
 
 def check_arguments(script_args: UnlearnScriptArguments, args: NPOConfig, model_args: ModelConfig) -> None:
@@ -69,6 +71,9 @@ def check_arguments(script_args: UnlearnScriptArguments, args: NPOConfig, model_
     if args.retain_loss is not None and script_args.retain_dataset_name is None:
         raise ValueError(f"--retain_loss {args.retain_loss} trains on a retain set: give it with "
                          "--retain_dataset_name (or drop --retain_loss).")
+    if args.retain_loss is None and script_args.retain_dataset_name is not None:
+        warnings.warn(f"--retain_dataset_name {script_args.retain_dataset_name!r} is not used without --retain_loss "
+                      "(nll or kl).")
     if model_args.use_peft and not is_peft_available():
         raise ValueError("--use_peft needs the peft package: pip install 'npo-trl[peft]' (or drop --use_peft).")
 

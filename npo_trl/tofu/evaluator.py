@@ -135,6 +135,12 @@ class TOFUEvaluator(Evaluator):
                              "TOFUCallback(reference_stats=compute_reference_stats(retain_model, tokenizer, forget)).")
         if metric == "tofu/model_utility" and not set(UTILITY_SETS) <= set(self.sets):
             raise ValueError(f"metric_for_best_model='tofu/model_utility' needs the eval sets {list(UTILITY_SETS)}.")
+        if metric.startswith(("privacy/mia_", "privacy/privleak")):
+            raise ValueError(f"metric_for_best_model={metric!r}: its best value is the retain model's (PrivLeak 0), "
+                             "which greater_is_better cannot express; select by another metric and read it beside.")
+        if metric.startswith("privacy/") and HOLDOUT not in self.sets:
+            raise ValueError(f"metric_for_best_model={metric!r} needs the 'holdout' set in eval_sets "
+                             "(npo_trl.tofu.tofu_eval_sets includes it).")
         if metric == "tofu/forget_kl" and not has_reference_model:
             raise ValueError("metric_for_best_model='tofu/forget_kl' needs a reference model (ref_model or PEFT).")
 

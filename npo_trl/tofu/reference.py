@@ -19,11 +19,12 @@ split (any `max_samples` subset is then taken from them row for row).
 The privacy metrics (`npo_trl.eval.privacy`) need the retain model's membership-inference AUCs (PrivLeak compares with
 them) and its per-row losses (the reference attack's calibration): `compute_reference_stats(...,
 holdout_eval_set=...)` stores both under `"privacy"`, and open-unlearning's `TOFU_EVAL.json` gives the AUCs when it
-holds its `mia_*` metrics (same direction as ours).
+holds its `mia_*` metrics (same direction as ours); a published log without them gives no PrivLeak (a warning).
 """
 
 import json
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -88,9 +89,8 @@ def compute_reference_stats(model, processing_class, forget_eval_set, *, max_sam
         "model": _model_id(model),
     }
     if holdout is not None:
-        losses = (scores["loss"], holdout_scores["loss"])
-        stats["privacy"] = {
-            "auc": privacy.mia_aucs(scores, holdout_scores, reference_losses=losses),
+        stats["privacy"] = {  # its AUCs of every attack but the reference one, whose reference it is itself
+            "auc": privacy.mia_aucs(scores, holdout_scores),
             "forget_losses": scores["loss"].tolist(), "holdout_losses": holdout_scores["loss"].tolist(),
             "holdout_fingerprint": holdout.fingerprint, "min_k_fraction": min_k_fraction,
         }
@@ -221,19 +221,28 @@ def _privacy_matches(stats_privacy, holdout: TOFUEvalSet, min_k_fraction: float)
 
 
 def reference_privacy(stats: dict[str, Any], holdout: TOFUEvalSet, min_k_fraction: float
-                      ) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray] | None]:
-    """(the retain model's AUCs, its (forget, holdout) per-row losses or None) for the evaluated holdout set, or a
-    ValueError naming the fix. Call after `reference_truth_ratios`, which checks the forget rows."""
+                      ) -> tuple[dict[str, float] | None, tuple[np.ndarray, np.ndarray] | None]:
+    """(the retain model's AUCs, its (forget, holdout) per-row losses) for the evaluated holdout set. npo-trl's own
+    statistics must hold them for these rows (else a ValueError naming the fix: they are recomputed from the retain
+    model); a published log may lack them (then a warning, and no PrivLeak) and never has the losses (no reference
+    attack). Call after `reference_truth_ratios`, which checks the forget rows."""
     where = stats.get("path", "reference_stats")
     section = stats.get("privacy")
+    external = stats.get("source", "npo-trl") != "npo-trl"
+    if external:
+        aucs = dict(section["auc"]) if isinstance(section, dict) and section.get("auc") else {}
+        if aucs and min_k_fraction != privacy.MIN_K_FRACTION:  # open-unlearning's Min-K% and Min-K%++ use k = 0.4
+            aucs.pop("min_k", None), aucs.pop("min_k_plus_plus", None)
+        if privacy.PRIVLEAK_ATTACK not in aucs:
+            warnings.warn(f"{where} holds no Min-K% membership-inference AUC of the retain model (k = "
+                          f"{privacy.MIN_K_FRACTION}): the privacy metrics are reported without PrivLeak.")
+        return aucs or None, None
     if not isinstance(section, dict) or not section.get("auc"):
         raise ValueError(
             f"{where} holds no membership-inference AUCs of the retain model, which PrivLeak compares with: recompute "
             "them with compute_reference_stats(retain_model, tokenizer, forget, holdout_eval_set=eval_sets['holdout'],"
             " ...) (examples/tofu.py does with --privacy true), or leave 'holdout' out of eval_sets (--privacy false)."
         )
-    if stats.get("source", "npo-trl") != "npo-trl":
-        return section["auc"], None
     if not _privacy_matches(section, holdout, min_k_fraction):
         raise ValueError(
             f"{where} was computed on other holdout rows, format or Min-K% fraction than this holdout set "
