@@ -75,9 +75,10 @@ def _completion_token_statistics(logits, input_ids, completion_mask) -> dict[str
     logprobs = _at_least_fp32(logits[:, :-1][mask]).log_softmax(-1)  # (completion tokens, vocab)
     targets = input_ids[:, 1:][mask]
     probs = logprobs.exp()
-    expected = (probs * logprobs).sum(-1)
+    weighted = probs.mul_(logprobs)  # p·log p in place of p: one (tokens, vocab) temporary fewer at a large vocabulary
+    expected = weighted.sum(-1)
     flat = {"logps": logprobs.gather(-1, targets[:, None]).squeeze(-1), "expected_logps": expected,
-            "logp_variance": (probs * logprobs.square()).sum(-1) - expected.square(),
+            "logp_variance": weighted.mul_(logprobs).sum(-1) - expected.square(),
             "is_argmax": logprobs.argmax(-1) == targets}
     lengths = mask.sum(1)
     aligned = torch.arange(int(lengths.max()), device=mask.device)[None] < lengths[:, None]
