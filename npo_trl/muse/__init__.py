@@ -1,0 +1,29 @@
+"""MUSE (Shi et al. 2025) benchmark support: its data (hub, local folder, or an offline synthetic stand-in), its
+formulas, its evaluator, `MUSECallback` for evaluation during training, and the scalability and sustainability
+runs. Names are imported on first use."""
+
+import importlib
+
+_EXPORTS = {
+    "MUSE_HUB_IDS": "data",
+    "chunk_texts": "data",
+    "load_muse": "data",
+    "muse_eval_sets": "data",
+    "make_synthetic_muse": "synthetic",
+    "MUSECallback": "callback",
+    "MUSEEvaluator": "evaluator",
+    "compute_reference_stats": "evaluator",
+    "scalability": "criteria",
+    "sustainability": "criteria",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,246 @@
+"""`MUSEEvaluator`: MUSE's criteria C1-C4 of a model (VerbMem, KnowMem on the forget and retain sets, PrivLeak), on one
+or several processes, with the evaluation core (`npo_trl.eval`)."""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import torch
+
+from ..eval import privacy, scoring
+from ..eval.evaluator import Evaluator
+from ..eval.runner import batches, gather_rows, length_sorted, shard
+from ..prompts import _tokenizer
+from .data import EVAL_SETS, check_rows
+from .metrics import KNOWMEM_MAX_NEW_TOKENS, VERBMEM_MAX_NEW_TOKENS, criterion, cut_answer, knowmem_prompt, rouge_l_f1
+
+ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")  # the reference attack needs per-row retrain losses: not here
+METRICS = ("muse/verbmem_forget", "muse/knowmem_forget", "muse/knowmem_retain", "muse/privleak",
+           "muse/abs_privleak") + tuple(f"muse/mia_{attack}_auc" for attack in ATTACKS)
+LOWER_IS_BETTER = ("muse/verbmem_forget", "muse/knowmem_forget", "muse/abs_privleak")
+PRIVLEAK_SETS = ("privleak_forget", "privleak_holdout")
+
+
+class MUSEEvaluator(Evaluator):
+    r"""
+    Computes MUSE's criteria for a model (`npo_trl.muse.metrics` defines them): `muse/verbmem_forget` (C1),
+    `muse/knowmem_forget` (C2), `muse/knowmem_retain` (C4), each ×100, and from the PrivLeak texts `muse/privleak`
+    (C3, against the retrain model's AUC), `muse/abs_privleak` (|PrivLeak|, what best-model selection can minimise)
+    and each attack's AUC `muse/mia_<attack>_auc` (open-unlearning's direction: 1 = every forget text stands out).
+    A criterion whose sets are not given is `None`.
+
+    Parameters:
+        processing_class ([`~transformers.PreTrainedTokenizerBase`]):
+            The model's tokenizer.
+        eval_sets (`dict[str, Dataset | list[dict]]`):
+            MUSE's evaluation sets by name (`npo_trl.muse.muse_eval_sets` reads them all): `"verbmem_forget"`
+            (`prompt`, `gt`), `"knowmem_forget"` and `"knowmem_retain"` (`question`, `answer`), each with its few-shot
+            examples `"knowmem_forget_icl"` / `"knowmem_retain_icl"`, and `"privleak_forget"` with
+            `"privleak_holdout"` (`text`).
+        reference_stats (`dict`, `str` or `None`, *optional*):
+            The retrain model's AUCs on the PrivLeak sets, from [`~npo_trl.muse.compute_reference_stats`] (or its
+            JSON file). Without them `muse/privleak` is `None`: never a constant in their place.
+        batch_size (`int`, *optional*, defaults to `8`):
+            Texts per PrivLeak forward pass and prompts per generation batch, per process.
+        verbmem_max_new_tokens (`int`, *optional*, defaults to `128`):
+            Tokens of the true VerbMem continuation kept (MUSE: 128); the greedy continuation is as long (a shorter
+            true continuation, as on the synthetic data, shortens it alike).
+        knowmem_max_new_tokens (`int`, *optional*, defaults to `32`):
+            Length limit of a KnowMem answer (MUSE: 32).
+        knowmem_trailing_space (`bool`, *optional*, defaults to `True`):
+            End the KnowMem prompt with "Answer: " as MUSE does. A byte-level BPE tokenizer (GPT-2's, the tiny
+            model's) makes that space a token of its own, which it never saw before an answer in training; `False`
+            ends the prompt at "Answer:".
+        max_length (`int`, *optional*, defaults to `2048`):
+            Tokens of a PrivLeak text scored at most (BOS included; open-unlearning's 2048).
+        min_k_fraction (`float`, *optional*, defaults to `0.4`):
+            The k of the Min-K% and Min-K%++ attacks (MUSE's PrivLeak uses Min-40%).
+        progress (`bool`, *optional*, defaults to `False`):
+            Show progress bars (`MUSECallback` follows the trainer's `disable_tqdm`).
+    """
+
+    name = "muse"
+    metric_names = METRICS
+    higher_is_better = ("muse/knowmem_retain",)
+
+    def __init__(self, processing_class, eval_sets, reference_stats=None, batch_size=8,
+                 verbmem_max_new_tokens=VERBMEM_MAX_NEW_TOKENS, knowmem_max_new_tokens=KNOWMEM_MAX_NEW_TOKENS,
+                 knowmem_trailing_space=True, max_length=2048, min_k_fraction=privacy.MIN_K_FRACTION, progress=False):
+        super().__init__(progress)
+        unknown = set(eval_sets) - set(EVAL_SETS)
+        if unknown or not eval_sets:
+            raise ValueError(f"eval_sets has {sorted(unknown) or 'no sets'}: name MUSE's sets among "
+                             f"{list(EVAL_SETS)} (npo_trl.muse.muse_eval_sets reads them).")
+        for name in ("knowmem_forget", "knowmem_retain"):
+            if (name in eval_sets) != (f"{name}_icl" in eval_sets):
+                raise ValueError(f"eval_sets has one of {name!r} and {name + '_icl'!r} without the other: KnowMem "
+                                 "asks each question after its few-shot examples; give both.")
+        if (PRIVLEAK_SETS[0] in eval_sets) != (PRIVLEAK_SETS[1] in eval_sets):
+            raise ValueError("PrivLeak compares 'privleak_forget' (members) with 'privleak_holdout' (non-members): "
+                             "give both sets, or neither.")
+        if min(batch_size, verbmem_max_new_tokens, knowmem_max_new_tokens) < 1 or max_length < 3:
+            raise ValueError("batch_size, verbmem_max_new_tokens and knowmem_max_new_tokens must be >= 1 and "
+                             f"max_length >= 3 (got {batch_size}, {verbmem_max_new_tokens}, "
+                             f"{knowmem_max_new_tokens}, {max_length}).")
+        if not 0 < min_k_fraction <= 1:
+            raise ValueError(f"min_k_fraction must be in (0, 1], got {min_k_fraction}.")
+        for name, rows in eval_sets.items():
+            check_rows(rows, *EVAL_SETS[name])
+        tokenizer = _tokenizer(processing_class)
+        self.processing_class, self.batch_size, self.min_k_fraction = processing_class, batch_size, min_k_fraction
+        self.verbmem_max_new_tokens, self.knowmem_max_new_tokens = verbmem_max_new_tokens, knowmem_max_new_tokens
+        self.generations = {}  # name → (prompt ids, reference texts, per-row new-token limits, is KnowMem)
+        if "verbmem_forget" in eval_sets:
+            rows = eval_sets["verbmem_forget"]
+            references = [tokenizer(row["gt"], add_special_tokens=False)["input_ids"][:verbmem_max_new_tokens]
+                          for row in rows]
+            self.generations["verbmem_forget"] = (
+                [tokenizer(row["prompt"])["input_ids"] for row in rows],
+                [tokenizer.decode(ids).strip() for ids in references], [len(ids) for ids in references], False)
+        for name in ("knowmem_forget", "knowmem_retain"):
+            if name in eval_sets:
+                shots = [(row["question"], row["answer"]) for row in eval_sets[f"{name}_icl"]]
+                prompts = [knowmem_prompt(row["question"], shots) for row in eval_sets[name]]
+                prompts = prompts if knowmem_trailing_space else [p.removesuffix(" ") for p in prompts]
+                self.generations[name] = ([tokenizer(p)["input_ids"] for p in prompts],
+                                          [row["answer"] for row in eval_sets[name]],
+                                          [knowmem_max_new_tokens] * len(prompts), True)
+        self.privleak = {name: ([tokenizer(row["text"])["input_ids"][:max_length] for row in eval_sets[name]],
+                                [row["text"] for row in eval_sets[name]])
+                         for name in PRIVLEAK_SETS if name in eval_sets}
+        self.fingerprint = privleak_fingerprint(self.privleak, min_k_fraction) if self.privleak else None
+        if isinstance(reference_stats, (str, os.PathLike)):
+            with open(reference_stats) as f:
+                reference_stats = json.load(f)
+        if reference_stats is not None:
+            check_reference_stats(reference_stats, self.fingerprint)
+        self.reference_stats = reference_stats
+
+    def compute(self, model, ref_model, accelerator, synced_gpus) -> dict[str, float | None]:
+        metrics = dict.fromkeys(METRICS)
+        for name in self.generations:
+            metrics[f"muse/{name}"] = criterion(self._rouge(model, name, accelerator, synced_gpus))
+        if self.privleak:
+            aucs = self.aucs(model, accelerator)
+            metrics.update({f"muse/mia_{attack}_auc": auc for attack, auc in aucs.items()})
+            if self.reference_stats is not None:
+                leak = privacy.privleak(aucs[privacy.PRIVLEAK_ATTACK], self.reference_stats["auc"]["min_k"])
+                metrics["muse/privleak"], metrics["muse/abs_privleak"] = leak, abs(leak)
+        return metrics
+
+    def _rouge(self, model, name, accelerator, synced_gpus) -> np.ndarray:
+        """Per row, the ROUGE-L F1 of the greedy generation for its prompt against its reference, on every process, in
+        row order. A VerbMem continuation is cut to its reference's length in tokens (MUSE cuts both to 128: the
+        reference is never shorter there); a KnowMem answer at the next question."""
+        prompts, references, limits, is_knowmem = self.generations[name]
+        tokenizer, device = _tokenizer(self.processing_class), _device(model, accelerator)
+        indices = shard(len(prompts), accelerator)
+        order = length_sorted(indices, [len(p) for p in prompts])
+        scores = []
+        for rows in batches(indices, order, self.batch_size, self.progress, f"generating {name}"):
+            with self.timer("generate"):
+                answers = scoring.generate_answers(model, self.processing_class, [prompts[i] for i in rows],
+                                                   max(limits[i] for i in rows), synced_gpus, device,
+                                                   timer=self.timer)
+            if is_knowmem:
+                answers = [cut_answer(a) for a in answers]
+            else:
+                answers = [tokenizer.decode(tokenizer(a, add_special_tokens=False)["input_ids"][:limits[i]]).strip()
+                           for a, i in zip(answers, rows)]
+            scores.append(torch.tensor(rouge_l_f1(answers, [references[i] for i in rows]), device=device))
+        return gather_rows(torch.cat(scores).double()[:, None], order, accelerator, len(prompts))[:, 0]
+
+    def aucs(self, model, accelerator=None) -> dict[str, float]:
+        """Each attack's AUC of PrivLeak's forget (members) vs holdout (non-members) texts."""
+        scores = {name: self._attack_scores(model, name, accelerator) for name in PRIVLEAK_SETS}
+        return privacy.mia_aucs(scores["privleak_forget"], scores["privleak_holdout"])
+
+    def _attack_scores(self, model, name, accelerator) -> dict[str, np.ndarray]:
+        """Per text, the LOSS, Min-K% and Min-K%++ scores over every token after the first, and ZLib."""
+        ids, texts = self.privleak[name]
+        pad_id, device = scoring.pad_id_of(self.processing_class), _device(model, accelerator)
+        indices = shard(len(ids), accelerator)
+        order = length_sorted(indices, [len(i) for i in ids])
+        columns = []
+        for rows in batches(indices, order, self.batch_size, self.progress, f"scoring {name}"):
+            with self.timer("score"):
+                stats = scoring.token_statistics(model, [ids[i][:1] for i in rows], [ids[i][1:] for i in rows],
+                                                 pad_id, device)
+            logps, mask = stats["logps"], stats["mask"]
+            columns.append(torch.stack([
+                privacy.loss_score(logps, mask), privacy.min_k_score(logps, mask, self.min_k_fraction),
+                privacy.min_k_plus_plus_score(logps, stats["expected_logps"], stats["logp_variance"], mask,
+                                              self.min_k_fraction)], dim=1))
+        table = gather_rows(torch.cat(columns).double(), order, accelerator, len(ids))
+        scores = {"loss": table[:, 0], "min_k": table[:, 1], "min_k_plus_plus": table[:, 2]}
+        scores["zlib"] = privacy.zlib_score(scores["loss"], texts)
+        return scores
+
+    def check_metric(self, metric: str, has_reference_model: bool) -> None:
+        super().check_metric(metric, has_reference_model)
+        if metric == "muse/privleak":
+            raise ValueError("metric_for_best_model='muse/privleak': its best value is 0 (the retrain model's), "
+                             "which greater_is_better cannot express; select by 'muse/abs_privleak' "
+                             "(greater_is_better=False).")
+        if metric == "muse/abs_privleak" and self.reference_stats is None:
+            raise ValueError(f"metric_for_best_model={metric!r} needs the retrain model's AUCs: pass "
+                             "reference_stats=compute_reference_stats(retrain_model, tokenizer, eval_sets).")
+        if metric.startswith("muse/mia_"):
+            raise ValueError(f"metric_for_best_model={metric!r}: its best value is the retrain model's; select by "
+                             "'muse/abs_privleak' (greater_is_better=False).")
+        name = metric.removeprefix("muse/")
+        if name in ("verbmem_forget", "knowmem_forget", "knowmem_retain") and name not in self.generations or \
+                metric == "muse/abs_privleak" and not self.privleak:
+            raise ValueError(f"metric_for_best_model={metric!r} needs its evaluation sets in eval_sets "
+                             "(npo_trl.muse.muse_eval_sets reads them).")
+
+
+def _device(model, accelerator):
+    return accelerator.device if accelerator is not None else scoring._device(model)
+
+
+def privleak_fingerprint(privleak_sets: dict, min_k_fraction: float) -> str:
+    """What the retrain model's AUCs depend on: the scored tokens of both PrivLeak sets and k."""
+    return hashlib.sha256(json.dumps([min_k_fraction, {n: ids for n, (ids, _) in privleak_sets.items()}]).encode()
+                          ).hexdigest()
+
+
+def check_reference_stats(stats: dict, fingerprint: str | None) -> None:
+    """Refuse reference statistics without the retrain model's Min-K% AUC, or computed on other PrivLeak texts."""
+    if not isinstance(stats, dict) or stats.get("auc", {}).get(privacy.PRIVLEAK_ATTACK) is None:
+        raise ValueError("reference_stats holds no retrain-model Min-K% AUC: compute them with "
+                         "npo_trl.muse.compute_reference_stats(retrain_model, tokenizer, eval_sets).")
+    if fingerprint is None:
+        raise ValueError("reference_stats were given but eval_sets has no PrivLeak sets to compare them with: add "
+                         "'privleak_forget' and 'privleak_holdout'.")
+    if stats.get("fingerprint") != fingerprint:
+        raise ValueError("reference_stats were computed on other PrivLeak texts, another tokenizer, max_length or "
+                         "min_k_fraction: compute them again with these eval_sets and settings.")
+
+
+@torch.no_grad()
+def compute_reference_stats(retrain_model, processing_class, eval_sets, cache_path=None, accelerator=None,
+                            **evaluator_kwargs) -> dict:
+    """The retrain model's (never trained on the forget set) AUCs on the PrivLeak sets, which `muse/privleak` is
+    relative to: `{"auc": {attack: AUC}, "fingerprint": ...}`. With `cache_path`, read from that JSON file when its
+    fingerprint matches, else computed and written there (by the main process). With `accelerator`, every process
+    scores its shard. `evaluator_kwargs` are `MUSEEvaluator`'s (`max_length`, `min_k_fraction`, `batch_size`)."""
+    if not all(name in eval_sets for name in PRIVLEAK_SETS):
+        raise ValueError("compute_reference_stats needs eval_sets with 'privleak_forget' and 'privleak_holdout' "
+                         "(npo_trl.muse.muse_eval_sets reads them).")
+    evaluator = MUSEEvaluator(processing_class, {name: eval_sets[name] for name in PRIVLEAK_SETS}, **evaluator_kwargs)
+    if cache_path is not None and os.path.exists(cache_path):
+        with open(cache_path) as f:
+            cached = json.load(f)
+        if cached.get("fingerprint") == evaluator.fingerprint:
+            return cached
+    from ..eval.runner import evaluation_model
+
+    with evaluation_model(retrain_model, accelerator) as (model, _):
+        stats = {"auc": evaluator.aucs(model, accelerator), "fingerprint": evaluator.fingerprint,
+                 "min_k_fraction": evaluator.min_k_fraction}
+    if cache_path is not None and (accelerator is None or accelerator.is_main_process):
+        with open(cache_path, "w") as f:
+            json.dump(stats, f, indent=1)
+    return stats

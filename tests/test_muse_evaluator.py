@@ -1,0 +1,155 @@
+"""MUSEEvaluator, compute_reference_stats and MUSECallback on tiny models trained on synthetic MUSE text."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from muse_helpers import muse_tokenizer, small_muse, target_texts, train_on_texts
+
+from npo_trl import NPOConfig, NPOTrainer
+from npo_trl.eval.scoring import generate_answers
+from npo_trl.muse import MUSECallback, MUSEEvaluator, compute_reference_stats, muse_eval_sets
+from npo_trl.muse.evaluator import METRICS
+from npo_trl.muse.metrics import cut_answer, knowmem_prompt, rouge_l_f1
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = dict(verbmem_max_new_tokens=24, knowmem_max_new_tokens=8, knowmem_trailing_space=False, batch_size=5)
+
+
+@pytest.fixture(scope="module")
+def muse(tmp_path_factory):
+    """(data, eval sets, tokenizer, target model dir, retrain model)."""
+    data = small_muse()
+    tokenizer = muse_tokenizer(data)
+    target = train_on_texts(tokenizer, target_texts(data))
+    retrain = train_on_texts(tokenizer, list(data["raw"]["retain2"]["text"]))
+    path = tmp_path_factory.mktemp("muse_target")
+    target.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return data, muse_eval_sets(data), tokenizer, str(path), target, retrain
+
+
+def test_target_leaks_and_remembers_more_than_the_retrain_model(muse, tmp_path):
+    _, sets, tokenizer, _, target, retrain = muse
+    cache = tmp_path / "retrain_stats.json"
+    stats = compute_reference_stats(retrain, tokenizer, sets, cache_path=cache, batch_size=5)
+    assert json.loads(cache.read_text()) == stats
+    assert compute_reference_stats(None, tokenizer, sets, cache_path=cache, batch_size=5) == stats  # from the cache
+    evaluator = MUSEEvaluator(tokenizer, sets, stats, **SETTINGS)
+    on_target, on_retrain = evaluator.evaluate(target), evaluator.evaluate(retrain)
+    assert set(on_target) == set(METRICS)
+    # the target saw the forget articles: every attack singles them out, PrivLeak near -100 (MUSE's target: -99.8)
+    assert all(on_target[f"muse/mia_{a}_auc"] > 0.9 for a in ("loss", "min_k", "min_k_plus_plus"))
+    assert on_target["muse/privleak"] < -70 and on_target["muse/abs_privleak"] == -on_target["muse/privleak"]
+    assert on_retrain["muse/privleak"] == 0.0  # against its own AUC
+    assert on_retrain["muse/mia_min_k_auc"] == stats["auc"]["min_k"]
+    assert on_target["muse/verbmem_forget"] > on_retrain["muse/verbmem_forget"] + 50
+    # KnowMem is its definition: greedy answers to the few-shot prompts, cut at the next question, ROUGE-L F1 × 100
+    # (a model this small answers few questions, so its value is checked, not its size)
+    shots = [(row["question"], row["answer"]) for row in sets["knowmem_retain_icl"]]
+    prompts = [tokenizer(knowmem_prompt(row["question"], shots).rstrip(" "))["input_ids"]
+               for row in sets["knowmem_retain"]]
+    answers = [cut_answer(a) for a in generate_answers(target, tokenizer, prompts, SETTINGS["knowmem_max_new_tokens"])]
+    assert on_target["muse/knowmem_retain"] == pytest.approx(
+        100 * rouge_l_f1(answers, sets["knowmem_retain"]["answer"]).mean())
+    timing = evaluator.timer.summary()
+    assert timing["seconds"]["generate"] > 0 and timing["counts"]["generated_tokens"] > 0
+
+
+def test_privleak_needs_the_retrain_models_statistics(muse):
+    _, sets, tokenizer, _, target, retrain = muse
+    no_stats = MUSEEvaluator(tokenizer, sets, **SETTINGS).evaluate(target)
+    assert no_stats["muse/privleak"] is None and no_stats["muse/mia_min_k_auc"] > 0.9  # never a constant
+    stats = compute_reference_stats(retrain, tokenizer, sets, batch_size=5)
+    with pytest.raises(ValueError, match="other PrivLeak texts"):
+        MUSEEvaluator(tokenizer, sets, stats, max_length=16)
+    with pytest.raises(ValueError, match="no retrain-model Min-K% AUC"):
+        MUSEEvaluator(tokenizer, sets, {"auc": {"loss": 0.5}})
+    with pytest.raises(ValueError, match="no PrivLeak sets"):
+        MUSEEvaluator(tokenizer, {k: v for k, v in sets.items() if not k.startswith("privleak")}, stats)
+    with pytest.raises(ValueError, match="needs eval_sets with 'privleak_forget'"):
+        compute_reference_stats(retrain, tokenizer, {"verbmem_forget": sets["verbmem_forget"]})
+
+
+def test_bad_eval_sets_name_the_fix(muse):
+    _, sets, tokenizer, *_ = muse
+    with pytest.raises(ValueError, match=r"eval_sets has \['forget'\]: name MUSE's sets"):
+        MUSEEvaluator(tokenizer, {"forget": sets["privleak_forget"]})
+    with pytest.raises(ValueError, match="'knowmem_retain' and 'knowmem_retain_icl' without the other"):
+        MUSEEvaluator(tokenizer, {"knowmem_retain": sets["knowmem_retain"]})
+    with pytest.raises(ValueError, match="give both sets, or neither"):
+        MUSEEvaluator(tokenizer, {"privleak_forget": sets["privleak_forget"]})
+    with pytest.raises(ValueError, match=r"verbmem/forget has columns \['text'\] but needs \['prompt', 'gt'\]"):
+        MUSEEvaluator(tokenizer, {"verbmem_forget": sets["privleak_forget"]})
+    with pytest.raises(ValueError, match="min_k_fraction must be in"):
+        MUSEEvaluator(tokenizer, sets, min_k_fraction=0)
+
+
+def test_callback_logs_selects_and_refuses(muse, tmp_path):
+    data, sets, tokenizer, target_dir, _, retrain = muse
+    from npo_trl.muse import chunk_texts
+
+    stats = compute_reference_stats(retrain, tokenizer, sets, batch_size=5)
+    forget = chunk_texts(data["raw"]["forget"]["text"], tokenizer, 64)
+    args = NPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_train_epochs=2, learning_rate=1e-3,
+                     report_to="none", gradient_checkpointing=False, logging_steps=1, max_length=64, seed=0,
+                     eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
+                     metric_for_best_model="muse/knowmem_retain", greater_is_better=True)
+    callback = MUSECallback(tokenizer, sets, reference_stats=stats, **SETTINGS)
+    trainer = NPOTrainer(target_dir, args=args, train_dataset=forget, eval_dataset=forget, processing_class=tokenizer,
+                         callbacks=[callback])
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "muse/verbmem_forget" in h]
+    steps_per_epoch = -(-len(forget) // 4)
+    assert [h["step"] for h in logged] == [0, steps_per_epoch, 2 * steps_per_epoch]
+    assert logged[0]["muse/privleak"] < -70 and logged[-1]["muse/verbmem_forget"] < logged[0]["muse/verbmem_forget"]
+    rows = [json.loads(line) for line in open(tmp_path / "muse_metrics.jsonl")]
+    assert [r["step"] for r in rows] == [h["step"] for h in logged] and "eval_timing" in rows[0]
+    assert trainer.state.best_metric == max(h["muse/knowmem_retain"] for h in logged[1:])
+
+    for metric, greater, message in [("muse/privleak", False, "select by 'muse/abs_privleak'"),
+                                     ("muse/mia_min_k_auc", False, "its best value is the retrain model's"),
+                                     ("muse/knowmem_retain", False, "better when higher")]:
+        bad = NPOConfig(**{**args.to_dict(), "metric_for_best_model": metric, "greater_is_better": greater,
+                           "output_dir": str(tmp_path / "bad")})
+        bad_trainer = NPOTrainer(target_dir, args=bad, train_dataset=forget, eval_dataset=forget,
+                                 processing_class=tokenizer, callbacks=[MUSECallback(tokenizer, sets, **SETTINGS)])
+        with pytest.raises(ValueError, match=message):
+            bad_trainer.train()
+
+
+@pytest.mark.slow
+def test_two_zero3_processes_give_the_one_process_metrics(muse, tmp_path):
+    """MUSECallback on 2 CPU processes under DeepSpeed ZeRO-3 (each generates for and scores half the rows, with
+    synced_gpus) logs what 1 process logs, and the retrain statistics computed on 2 processes are 1 process's."""
+    data, _, _, target_dir, *_ = muse
+    data_dir = tmp_path / "data"
+    for subset, splits in data.items():
+        (data_dir / subset).mkdir(parents=True)
+        for split, rows in splits.items():
+            rows.to_json(data_dir / subset / f"{split}.jsonl", lines=True)
+    results = {}
+    zero3 = ["--config_file", str(ROOT / "examples" / "accelerate_configs" / "zero3.yaml")]
+    for num_processes, launcher in ((1, ["--cpu"]), (2, zero3)):
+        out = tmp_path / f"np{num_processes}"
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes", str(num_processes),
+               "--mixed_precision", "no", "--main_process_port", "0", str(ROOT / "tests" / "scripts" /
+                                                                          "muse_callback.py"),
+               target_dir, str(data_dir), str(out), str(4 // num_processes)]
+        proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+        results[num_processes] = json.loads((out / "result.json").read_text())
+    one, two = results[1], results[2]
+    assert two["deepspeed"] and not one["deepspeed"] and two["num_processes"] == 2
+    assert two["stats"]["fingerprint"] == one["stats"]["fingerprint"]
+    assert two["stats"]["auc"] == pytest.approx(one["stats"]["auc"], abs=1e-6)
+    assert [r["step"] for r in one["muse"]] == [r["step"] for r in two["muse"]] == [0, 1, 2]
+    for row_one, row_two in zip(one["muse"], two["muse"]):
+        for key in METRICS:
+            # PrivLeak and |PrivLeak| are NaN at step 0: the stand-in retrain model is the target (its AUC is 1)
+            assert row_two[key] == pytest.approx(row_one[key], rel=1e-4, abs=1e-6, nan_ok=True), (row_one["step"], key)
+    assert one["muse"][-1]["muse/verbmem_forget"] < one["muse"][0]["muse/verbmem_forget"]

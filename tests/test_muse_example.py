@@ -1,0 +1,80 @@
+"""examples/muse.py: the whole pipeline on a tiny configuration (target, retrain, unlearning, Table 3, C5 and C6), a
+second run that skips finished stages, and the arguments it refuses."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from trl import ModelConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "examples" / "muse.py"
+TINY = ["--num_forget", "5", "--hidden_size", "32", "--num_layers", "1", "--vocab_size", "400", "--target_epochs", "2",
+        "--num_train_epochs", "1", "--methods", "npo", "ga+rt", "--criteria_methods", "npo", "--max_length", "64",
+        "--verbmem_max_new_tokens", "8", "--knowmem_max_new_tokens", "4", "--eval_batch_size", "8",
+        "--disable_tqdm", "true"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+_spec = importlib.util.spec_from_file_location("muse_example", SCRIPT)
+muse_example = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(muse_example)
+
+
+def run_example(output_dir: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, str(SCRIPT), "--output_dir", str(output_dir), *TINY],
+                            capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("muse")
+    run_example(output_dir)
+    return output_dir
+
+
+def test_every_stage_writes_its_outputs(tiny_run):
+    for stage in ("target", "retrain", "unlearn/npo/final", "unlearn/ga+rt/final", "c5/npo/forget_4/final",
+                  "c6/npo/forget_4/final"):
+        assert (tiny_run / stage / "config.json").exists(), stage
+    stats = json.loads((tiny_run / "retrain_stats.json").read_text())
+    assert 0 <= stats["auc"]["min_k"] <= 1
+    for method in ("npo", "ga+rt"):
+        rows = [json.loads(line) for line in (tiny_run / "unlearn" / method / "muse_metrics.jsonl").open()]
+        assert [r["epoch"] for r in rows] == [0, 1.0]
+        assert all(r["muse/privleak"] is not None for r in rows)
+    results = json.loads((tiny_run / "results.json").read_text())
+    table = results["table3"]
+    assert list(table) == ["target", "retrain", "npo", "ga+rt"]
+    assert table["retrain"]["muse/privleak"] == 0.0  # against its own AUC
+    assert table["target"]["muse/privleak"] < 0  # the target saw the forget articles
+    c5, c6 = results["criteria"]["c5"]["npo"], results["criteria"]["c6"]["npo"]
+    assert [r["forget_rows"] for r in c5] == [5, 10, 15, 20] and [r["forget_rows"] for r in c6] == [5] * 4
+    assert all("muse/knowmem_retain" in r for r in c5 + c6)
+    lines = (tiny_run / "table3.md").read_text().splitlines()
+    assert lines[0].startswith("| model | VerbMem D_f") and len(lines) == 2 + 4
+    for figure in ("fig_per_epoch.png", "fig_c5_c6.png"):
+        assert (tiny_run / figure).read_bytes()[:8] == PNG_MAGIC
+    assert (tiny_run / "results.csv").read_text().startswith("method,epoch,step,muse/")
+
+
+def test_a_second_run_skips_finished_stages(tiny_run):
+    before = {p: p.stat().st_mtime for p in tiny_run.glob("**/model.safetensors")}
+    run_example(tiny_run)
+    assert {p: p.stat().st_mtime for p in tiny_run.glob("**/model.safetensors")} == before
+
+
+def test_impossible_arguments_are_refused_up_front():
+    args = muse_example.MUSEScriptArguments(target_model="some/target")
+    with pytest.raises(ValueError, match="--target_model skips the base"):
+        muse_example.check_arguments(args, ModelConfig())
+    with pytest.raises(ValueError, match="--methods 'idk\\+rt'"):
+        muse_example.check_arguments(muse_example.MUSEScriptArguments(methods=["idk+rt"]), ModelConfig())
+    with pytest.raises(ValueError, match="--criteria_methods 'dpo'"):
+        muse_example.check_arguments(muse_example.MUSEScriptArguments(criteria_methods=["dpo"]), ModelConfig())
+    muse_example.check_arguments(muse_example.MUSEScriptArguments(criteria=False, criteria_methods=["dpo"]),
+                                 ModelConfig())  # not run without --criteria
