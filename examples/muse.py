@@ -20,6 +20,7 @@ Stages (each writes under --output_dir and is skipped when its output exists, so
    VerbMem D_f, KnowMem D_f, PrivLeak, KnowMem D_r), `fig_per_epoch.png` and `fig_c5_c6.png`.
 """
 
+import contextlib
 import gc
 import json
 import os
@@ -31,9 +32,11 @@ from accelerate import PartialState
 from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from npo_trl import NPOConfig, NPOTrainer
+from npo_trl.config import method_losses
 from npo_trl.muse import (
     MUSECallback,
     MUSEEvaluator,
@@ -58,6 +61,9 @@ class MUSEScriptArguments:
     retrain_model: str | None = field(default=None, metadata={
         "help": "A model trained on the retain set only (e.g. muse-bench/MUSE-News_retrain): skips the retrain "
                 "stage. PrivLeak is relative to its AUC."})
+    tokenizer_name_or_path: str | None = field(default=None, metadata={
+        "help": "The tokenizer of every model, when the target model has none of its own (MUSE's: "
+                "meta-llama/Llama-2-7b-hf). Default: the target model's."})
     methods: list[str] = field(default_factory=lambda: ["npo", "npo+rt", "npo+kl", "ga", "ga+rt", "ga+kl"],
                                metadata={"help": "Unlearning methods: <forget_loss>[+rt|+kl]."})
     criteria: bool = field(default=True, metadata={
@@ -68,14 +74,14 @@ class MUSEScriptArguments:
     num_forget: int = field(default=16, metadata={"help": "Synthetic data: articles per forget fold."})
     hidden_size: int = field(default=128, metadata={"help": "Built-in model: hidden size."})
     num_layers: int = field(default=4, metadata={"help": "Built-in model: number of layers."})
-    vocab_size: int = field(default=2048, metadata={"help": "Built-in model: size of the BPE vocabulary trained here."})
+    vocab_size: int = field(default=2048, metadata={"help": "Built-in model: size of its BPE vocabulary."})
     target_epochs: float = field(default=40, metadata={"help": "Epochs of the target and retrain models' training."})
     target_learning_rate: float = field(default=2e-3, metadata={"help": "Learning rate of that training."})
     target_batch_size: int = field(default=8, metadata={"help": "Per-device batch size of that training."})
     join_documents: bool | None = field(default=None, metadata={
-        "help": "Unlearning rows: MUSE's chunks of the joined forget (and retain) articles (true), or each article cut "
-                "on its own (false). Default: MUSE's rule, except with the built-in target model, which was trained "
-                "one article per sequence."})
+        "help": "Unlearning rows: MUSE's chunks of the joined forget (and retain) articles (true), or each article "
+                "cut on its own (false). Default: MUSE's rule, except with the built-in target model, which was "
+                "trained one article per sequence."})
     eval_batch_size: int = field(default=16, metadata={"help": "Prompts or texts per evaluation batch per process."})
     verbmem_max_new_tokens: int = field(default=128, metadata={"help": "VerbMem continuation length (MUSE: 128)."})
     knowmem_max_new_tokens: int = field(default=32, metadata={"help": "KnowMem answer length limit (MUSE: 32)."})
@@ -181,31 +187,23 @@ def evaluator_settings(script_args, args, model_args) -> dict:
             if trailing is None else trailing}
 
 
-def method_config(args: NPOConfig, method: str, output_dir: str) -> NPOConfig:
-    """NPOConfig of one method, e.g. 'npo+rt' → forget_loss='npo', retain_loss='nll'."""
-    forget_loss, _, retain = method.partition("+")
-    values = {k: v for k, v in args.to_dict().items() if not k.startswith("_")}
-    values.update(output_dir=output_dir, forget_loss=forget_loss,
-                  retain_loss={"": None, "rt": "nll", "kl": "kl"}.get(retain, retain))
-    return NPOConfig(**{k: v for k, v in values.items() if k in NPOConfig.__dataclass_fields__
-                        and NPOConfig.__dataclass_fields__[k].init})
-
-
-def unlearn(args, model_args, method, model_path, forget_texts, retain_texts, path, join, callback=None) -> str:
+def unlearn(args, model_args, tokenizer, method, model_path, forget_texts, retain_texts, path, join,
+            callback=None) -> str:
     """One unlearning run on MUSE-chunked forget (and retain) text; returns the saved model's path."""
     final = os.path.join(path, "final")
     if is_done(final):
         return final
-    if PartialState().is_main_process and os.path.isdir(path):
+    state = PartialState()
+    if state.is_main_process and os.path.isdir(path):
         shutil.rmtree(path)  # an interrupted run starts again, without its partial metrics
-    PartialState().wait_for_everyone()
-    method_args = method_config(args, method, path)
+    state.wait_for_everyone()
+    method_args = args.for_method(method, output_dir=path)
     method_args.model_init_kwargs = model_init_kwargs(model_args)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
     trainer = NPOTrainer(
         model_path, args=method_args, train_dataset=chunk_texts(forget_texts, tokenizer, args.max_length, join),
-        retain_dataset=chunk_texts(retain_texts, tokenizer, args.max_length, join) if method_args.retain_loss else None,
-        processing_class=tokenizer, callbacks=[callback] if callback else None, peft_config=get_peft_config(model_args))
+        retain_dataset=chunk_texts(retain_texts, tokenizer, args.max_length, join) if method_args.retain_loss
+        else None, processing_class=tokenizer, callbacks=[callback] if callback else None,
+        peft_config=get_peft_config(model_args))
     trainer.train()
     trainer.save_model(final)
     tokenizer.save_pretrained(final)
@@ -214,10 +212,30 @@ def unlearn(args, model_args, method, model_path, forget_texts, retain_texts, pa
     return final
 
 
-def evaluate_model(path, model_args, eval_sets, stats, settings) -> dict:
-    """MUSE's criteria of a saved model, on this process (outside training)."""
-    model = AutoModelForCausalLM.from_pretrained(path, **model_init_kwargs(model_args))
-    return MUSEEvaluator(AutoTokenizer.from_pretrained(path), eval_sets, stats, **settings).evaluate(model)
+@contextlib.contextmanager
+def outside_zero3(args: NPOConfig):
+    """Models loaded here, outside a trainer, are whole on each process: under ZeRO-3, transformers would otherwise
+    partition them with zero.Init, which only works when every process loads the same model at the same time."""
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if getattr(args, "hf_deepspeed_config", None) is not None:
+            set_hf_deepspeed_config(args.hf_deepspeed_config)
+
+
+def load_model(path, model_args, args):
+    """A saved model, whole, on this process's device."""
+    with outside_zero3(args):
+        return AutoModelForCausalLM.from_pretrained(path, **model_init_kwargs(model_args)).to(PartialState().device)
+
+
+def evaluate_model(path, tokenizer, model_args, args, eval_sets, stats, settings) -> dict:
+    """MUSE's criteria of a saved model, by the main process alone (outside training; the others get {})."""
+    if not PartialState().is_main_process:
+        return {}
+    return MUSEEvaluator(tokenizer, eval_sets, stats, **settings).evaluate(
+        load_model(path, model_args, args))
 
 
 # ---------------------------------------------------------------- report
@@ -298,11 +316,15 @@ def check_arguments(script_args: MUSEScriptArguments, model_args: ModelConfig) -
             model_args.model_name_or_path is None:
         raise ValueError("--target_model skips the base that a retrain model would be trained from: pass "
                          "--retrain_model (e.g. muse-bench/MUSE-News_retrain), or --model_name_or_path, the base.")
+    if script_args.retrain_model is not None and script_args.target_model is None and \
+            model_args.model_name_or_path is None:
+        raise ValueError("--retrain_model without --target_model: the built-in target has a tokenizer trained here, "
+                         "which the given retrain model does not share; pass --target_model too, or "
+                         "--model_name_or_path, the base both come from.")
     for flag, methods in (("--methods", script_args.methods),
                           ("--criteria_methods", script_args.criteria_methods if script_args.criteria else [])):
         for method in methods:
-            forget_loss, _, retain = method.partition("+")
-            if forget_loss not in ("npo", "ga", "simnpo") or retain not in ("", "rt", "kl"):
+            if method_losses(method)[0] not in ("npo", "ga", "simnpo"):
                 raise ValueError(f"{flag} {method!r}: use <npo|ga|simnpo>[+rt|+kl] (MUSE's forget sets are raw text, "
                                  "with no replacement answer for idk/dpo).")
 
@@ -312,34 +334,40 @@ def main(script_args: MUSEScriptArguments, args: NPOConfig, model_args: ModelCon
     check_arguments(script_args, model_args)
     state, out = PartialState(), args.output_dir
     source = make_synthetic_muse(script_args.num_forget) if script_args.dataset == "synthetic" else script_args.dataset
+    if script_args.criteria:
+        try:
+            load_muse(source, "scal", "forget_1"), load_muse(source, "sust", "forget_1")
+        except ValueError as error:
+            raise ValueError(f"--criteria needs the scal and sust subsets, which {script_args.dataset!r} lacks "
+                             f"(MUSE-Books has none): pass --criteria false. ({error})") from error
     paths = {"target": os.path.join(out, "target"), "retrain": os.path.join(out, "retrain")}
     target, retrain = build_models(script_args, args, model_args, source, paths)
-    tokenizer = AutoTokenizer.from_pretrained(target)
+    tokenizer = AutoTokenizer.from_pretrained(script_args.tokenizer_name_or_path or target)
     eval_sets = muse_eval_sets(source)
     settings = evaluator_settings(script_args, args, model_args)
-    with state.main_process_first():
-        stats = compute_reference_stats(AutoModelForCausalLM.from_pretrained(retrain, **model_init_kwargs(model_args)), tokenizer,
-                                        eval_sets, cache_path=os.path.join(out, "retrain_stats.json"),
+    with state.main_process_first():  # the main process computes them; the others read its cache
+        stats = compute_reference_stats(load_model(retrain, model_args, args), tokenizer, eval_sets,
+                                        cache_path=os.path.join(out, "retrain_stats.json"), model_name=retrain,
                                         **{k: settings[k] for k in ("batch_size", "max_length")})
-    if script_args.join_documents is None:
-        script_args.join_documents = (script_args.target_model or model_args.model_name_or_path) is not None
+    join = script_args.join_documents
+    if join is None:
+        join = (script_args.target_model or model_args.model_name_or_path) is not None
     forget = list(load_muse(source, "raw", "forget")["text"])
     retain = list(load_muse(source, "raw", "retain1")["text"])
     for method in script_args.methods:
         callback = MUSECallback(tokenizer, eval_sets, reference_stats=stats, **settings)
-        unlearn(args, model_args, method, target, forget, retain, os.path.join(out, "unlearn", method),
-                script_args.join_documents, callback)
+        unlearn(args, model_args, tokenizer, method, target, forget, retain, os.path.join(out, "unlearn", method), join,
+                callback)
 
     def evaluate(path):
-        return evaluate_model(path, model_args, eval_sets, stats, settings)
+        return evaluate_model(path, tokenizer, model_args, args, eval_sets, stats, settings)
 
     criteria = {"c5": {}, "c6": {}}
     for method in script_args.criteria_methods if script_args.criteria else []:
         def run(model_path, forget_set, path, method=method):
-            return unlearn(args, model_args, method, model_path, list(forget_set["text"]), retain, path,
-                           script_args.join_documents)
-        folds = [load_muse(source, subset, f"forget_{k}") for subset in ("scal", "sust")
-                 for k in range(1, 5)]
+            return unlearn(args, model_args, tokenizer, method, model_path, list(forget_set["text"]), retain, path,
+                           join)
+        folds = [load_muse(source, subset, f"forget_{k}") for subset in ("scal", "sust") for k in range(1, 5)]
         criteria["c5"][method] = scalability(run, evaluate, target, folds[:4], os.path.join(out, "c5", method))
         criteria["c6"][method] = sustainability(run, evaluate, target, folds[4:], os.path.join(out, "c6", method))
     if not state.is_main_process:

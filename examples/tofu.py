@@ -337,16 +337,6 @@ def published_reference_stats(script_args, tokenizer, eval_sets):
     return stats
 
 
-def method_config(args: NPOConfig, method: str, output_dir: str) -> NPOConfig:
-    """NPOConfig of one method, e.g. 'npo+rt' → forget_loss='npo', retain_loss='nll'."""
-    forget_loss, _, retain = method.partition("+")
-    retain_loss = {"": None, "rt": "nll", "kl": "kl"}.get(retain, retain)
-    values = {k: v for k, v in args.to_dict().items() if not k.startswith("_")}
-    values.update(output_dir=output_dir, forget_loss=forget_loss, retain_loss=retain_loss)
-    return NPOConfig(**{k: v for k, v in values.items() if k in NPOConfig.__dataclass_fields__
-                        and NPOConfig.__dataclass_fields__[k].init})
-
-
 def unlearn(script_args, args, model_args, method, full_path, splits, eval_sets, stats, path):
     """Stage 4: one method, evaluated by TOFUCallback before training and after every epoch."""
     if is_done(os.path.join(path, "final")):
@@ -354,7 +344,7 @@ def unlearn(script_args, args, model_args, method, full_path, splits, eval_sets,
     if PartialState().is_main_process and os.path.isdir(path):
         shutil.rmtree(path)  # a run interrupted mid-way starts this method again, without its partial metrics
     PartialState().wait_for_everyone()
-    method_args = method_config(args, method, path)
+    method_args = args.for_method(method, output_dir=path)
     method_args.model_init_kwargs = model_init_kwargs(model_args)
     tokenizer = AutoTokenizer.from_pretrained(full_path)
     if method_args.needs_replacement and method_args.replacement_answers is None:
@@ -380,9 +370,16 @@ def read_metrics(path: str) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
-def best_row(rows: list[dict]) -> dict:
-    """The epoch with the best forget quality (the paper's Figure 5 point)."""
-    return max(rows, key=lambda r: (r["tofu/forget_quality"] or 0.0, r["tofu/model_utility"] or 0.0))
+COLLAPSE_FRACTION = 0.5  # a model that kept less than half the fine-tuned model's utility has collapsed
+
+
+def best_row(rows: list[dict], finetuned_utility: float) -> dict:
+    """The paper's Figure 5 point: the epoch with the best forget quality among those whose model kept at least
+    `COLLAPSE_FRACTION` of the fine-tuned model's utility, so that a forget-quality peak of a collapsed model (GA's)
+    does not count. When every epoch's model collapsed, the best forget quality, marked `"collapsed": true`."""
+    kept = [r for r in rows if (r["tofu/model_utility"] or 0.0) >= COLLAPSE_FRACTION * finetuned_utility]
+    best = max(kept or rows, key=lambda r: (r["tofu/forget_quality"] or 0.0, r["tofu/model_utility"] or 0.0))
+    return {**best, "collapsed": not kept}
 
 
 def report(script_args, args, model_args, eval_sets, full_path, sanity, stats):
@@ -404,7 +401,8 @@ def report(script_args, args, model_args, eval_sets, full_path, sanity, stats):
     summary = {"forget_split": script_args.forget_split, "dataset": script_args.dataset,
                "finetuned": table[script_args.methods[0]][0], "sanity_check_retain_vs_retain": sanity,
                "retain_privacy": {"auc": stats["privacy"]["auc"]} if "privacy" in stats else None,
-               "best": {m: best_row(rows) for m, rows in table.items()}, "per_epoch": table}
+               "best": {m: best_row(rows, rows[0]["tofu/model_utility"] or 0.0) for m, rows in table.items()},
+               "per_epoch": table}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)
 
@@ -416,7 +414,8 @@ def report(script_args, args, model_args, eval_sets, full_path, sanity, stats):
     ax.scatter(start["tofu/model_utility"], log_fq(start["tofu/forget_quality"]), marker="*", s=200, c="k",
                label="fine-tuned (before unlearning)")
     for method, row in summary["best"].items():
-        ax.scatter(row["tofu/model_utility"], log_fq(row["tofu/forget_quality"]), s=80, label=f"{method} (best epoch)")
+        ax.scatter(row["tofu/model_utility"], log_fq(row["tofu/forget_quality"]), s=80,
+                   label=f"{method} (best epoch{', collapsed' if row['collapsed'] else ''})")
     ax.set_yscale("log"), ax.set_xlabel("model utility"), ax.set_ylabel("forget quality (KS-test p-value)")
     ax.axhline(0.05, ls="--", c="grey", lw=1)
     ax.set_title(f"TOFU {script_args.forget_split}: forget quality vs model utility")
@@ -537,8 +536,9 @@ def main(script_args: TOFUScriptArguments, args: NPOConfig, model_args: ModelCon
             summary = report(script_args, args, model_args, eval_sets, full_path, sanity, stats)
         for method, row in summary["best"].items():
             leak = f"  PrivLeak {row['privacy/privleak']:.1f}%" if row.get("privacy/privleak") is not None else ""
+            collapsed = "  (collapsed: model utility < half the fine-tuned model's)" if row["collapsed"] else ""
             print(f"{method:>10}: best epoch {row['epoch'] or 0:.0f}  forget quality {row['tofu/forget_quality']:.3g}"
-                  f"  model utility {row['tofu/model_utility']:.3f}{leak}")
+                  f"  model utility {row['tofu/model_utility']:.3f}{leak}{collapsed}")
         return summary
     return None
 

@@ -10,6 +10,17 @@ RETAIN_LOSSES = (None, "nll", "kl")
 REFERENCE_FORGET_LOSSES = ("npo", "dpo")
 # Losses that train on a replacement answer ("I don't know") for each forget prompt.
 REPLACEMENT_FORGET_LOSSES = ("idk", "dpo")
+# The paper's method names: <forget_loss>[+rt|+kl], the suffix naming the retain loss.
+METHOD_RETAIN_SUFFIXES = {"": None, "rt": "nll", "kl": "kl"}
+
+
+def method_losses(method: str) -> tuple[str, str | None]:
+    """(forget_loss, retain_loss) of a method as the NPO paper names it: "npo" → ("npo", None), "npo+rt" → ("npo",
+    "nll"), "ga+kl" → ("ga", "kl"), "idk+rt", "simnpo", ..."""
+    forget_loss, _, suffix = method.partition("+")
+    if forget_loss not in FORGET_LOSSES or suffix not in METHOD_RETAIN_SUFFIXES:
+        raise ValueError(f"method {method!r}: use <forget_loss>[+rt|+kl] with forget_loss among {list(FORGET_LOSSES)}.")
+    return forget_loss, METHOD_RETAIN_SUFFIXES[suffix]
 
 
 @dataclass
@@ -129,6 +140,15 @@ class NPOConfig(DPOConfig):
             )
         self._resolve_for_a_cpu_machine()
         super().__post_init__()
+
+    def for_method(self, method: str, **changes) -> "NPOConfig":
+        """A copy of this configuration for one method (`method_losses`: "npo+rt" sets forget_loss="npo" and
+        retain_loss="nll"), with `changes` (e.g. `output_dir=...`) applied."""
+        forget_loss, retain_loss = method_losses(method)
+        values = {k: v for k, v in self.to_dict().items() if not k.startswith("_")}
+        values.update(changes, forget_loss=forget_loss, retain_loss=retain_loss)
+        fields = type(self).__dataclass_fields__
+        return type(self)(**{k: v for k, v in values.items() if k in fields and fields[k].init})
 
     def _resolve_for_a_cpu_machine(self):
         """The defaults that depend on the machine, all here. On a machine without an accelerator:

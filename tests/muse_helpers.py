@@ -16,8 +16,8 @@ def muse_tokenizer(data):
 
 
 def train_on_texts(tokenizer, texts, steps: int = 100, seed: int = 0):
-    """A tiny Llama trained by next-token prediction on `texts`, each a sequence (BOS, text, EOS), all in one batch (as
-    examples/muse.py trains its target and retrain models)."""
+    """A tiny Llama trained by next-token prediction on `texts`, each a sequence (BOS, text, EOS), as examples/muse.py
+    trains its target and retrain models (here all in one batch)."""
     model = tiny_llama(len(tokenizer), seed=seed)
     ids = [tokenizer(text)["input_ids"] + [tokenizer.eos_token_id] for text in texts]
     width = max(map(len, ids))

@@ -1,5 +1,7 @@
 """NPOConfig refuses bad settings before any model is loaded, naming the field and the fix."""
 
+import re
+
 import pytest
 
 from npo_trl import NPOConfig
@@ -90,3 +92,17 @@ def test_an_fsdp_launch_on_a_cpu_is_refused_rather_than_run_as_plain_data_parall
 
 def test_separate_backward_is_the_default(tmp_path):
     assert make(tmp_path).separate_backward and not make(tmp_path, separate_backward=False).separate_backward
+
+
+def test_method_names_give_the_losses_and_a_config_per_method(tmp_path):
+    from npo_trl.config import method_losses
+
+    assert method_losses("npo") == ("npo", None) and method_losses("npo+rt") == ("npo", "nll")
+    assert method_losses("ga+kl") == ("ga", "kl") and method_losses("idk+rt") == ("idk", "nll")
+    for bad in ("npo+nll", "sgd", "npo+rt+kl"):
+        with pytest.raises(ValueError, match=re.escape(f"method {bad!r}: use <forget_loss>")):
+            method_losses(bad)
+    args = NPOConfig(output_dir=str(tmp_path), beta=0.3, learning_rate=1e-4, report_to="none")
+    copy = args.for_method("simnpo+kl", output_dir=str(tmp_path / "simnpo"))
+    assert (copy.forget_loss, copy.retain_loss, copy.beta, copy.learning_rate) == ("simnpo", "kl", 0.3, 1e-4)
+    assert copy.output_dir == str(tmp_path / "simnpo") and args.forget_loss == "npo" and args.retain_loss is None

@@ -104,6 +104,10 @@ def test_chunk_texts_follows_muses_rule(muse_tokenizer, data):
     pieces = rows["completion_ids"]
     assert all(len(p) == max_length - 1 for p in pieces[:-1]) and 0 < len(pieces[-1]) <= max_length - 1
     assert sum(pieces, []) == ids  # every token once, in order, the last piece short (no wrap-around)
+    per_text = chunk_texts(texts[:2], muse_tokenizer, max_length, join=False)  # no row spans two documents
+    first, second = (muse_tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[:2])
+    n = -(-len(first) // (max_length - 1))
+    assert sum(per_text["completion_ids"][:n], []) == first and sum(per_text["completion_ids"][n:], []) == second
     with pytest.raises(ValueError, match="non-empty strings"):
         chunk_texts(["an article", ""], muse_tokenizer, 32)
     with pytest.raises(ValueError, match="max_length=2"):

@@ -1,5 +1,6 @@
 """MUSEEvaluator, compute_reference_stats and MUSECallback on tiny models trained on synthetic MUSE text."""
 
+import copy
 import json
 import os
 import subprocess
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from muse_helpers import muse_tokenizer, small_muse, target_texts, train_on_texts
+from tokenizers import processors
 
 from npo_trl import NPOConfig, NPOTrainer
 from npo_trl.eval.scoring import generate_answers
@@ -86,6 +88,14 @@ def test_bad_eval_sets_name_the_fix(muse):
         MUSEEvaluator(tokenizer, {"verbmem_forget": sets["privleak_forget"]})
     with pytest.raises(ValueError, match="min_k_fraction must be in"):
         MUSEEvaluator(tokenizer, sets, min_k_fraction=0)
+    no_bos = copy.deepcopy(tokenizer)  # a tokenizer that adds no BOS token: a one-token text has nothing to score
+    no_bos.backend_tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    with pytest.raises(ValueError, match="'privleak_forget', row 0: its text is under 2 tokens"):
+        MUSEEvaluator(no_bos, {**sets, "privleak_forget": [{"text": "a"}]})
+    # MUSE's KnowMem prompt ends with "Answer: "; knowmem_trailing_space=False drops that space
+    for trailing, ending in ((True, "Answer: "), (False, "Answer:")):
+        prompts = MUSEEvaluator(tokenizer, sets, knowmem_trailing_space=trailing).generation_sets["knowmem_retain"][0]
+        assert tokenizer.decode(prompts[0], skip_special_tokens=True).endswith(ending)
 
 
 def test_callback_logs_selects_and_refuses(muse, tmp_path):
@@ -112,7 +122,9 @@ def test_callback_logs_selects_and_refuses(muse, tmp_path):
 
     for metric, greater, message in [("muse/privleak", False, "select by 'muse/abs_privleak'"),
                                      ("muse/mia_min_k_auc", False, "its best value is the retrain model's"),
-                                     ("muse/knowmem_retain", False, "better when higher")]:
+                                     ("muse/knowmem_retain", False, "better when higher"),
+                                     ("muse/verbmem_forget", True, "better when lower: set greater_is_better=False"),
+                                     ("muse/abs_privleak", False, "needs the retrain model's AUCs")]:
         bad = NPOConfig(**{**args.to_dict(), "metric_for_best_model": metric, "greater_is_better": greater,
                            "output_dir": str(tmp_path / "bad")})
         bad_trainer = NPOTrainer(target_dir, args=bad, train_dataset=forget, eval_dataset=forget,
@@ -125,7 +137,10 @@ def test_callback_logs_selects_and_refuses(muse, tmp_path):
 def test_two_zero3_processes_give_the_one_process_metrics(muse, tmp_path):
     """MUSECallback on 2 CPU processes under DeepSpeed ZeRO-3 (each generates for and scores half the rows, with
     synced_gpus) logs what 1 process logs, and the retrain statistics computed on 2 processes are 1 process's."""
-    data, _, _, target_dir, *_ = muse
+    data, _, tokenizer, target_dir, _, retrain = muse
+    retrain_dir = tmp_path / "retrain"  # never saw the forget articles: PrivLeak is finite at every step
+    retrain.save_pretrained(retrain_dir)
+    tokenizer.save_pretrained(retrain_dir)
     data_dir = tmp_path / "data"
     for subset, splits in data.items():
         (data_dir / subset).mkdir(parents=True)
@@ -138,7 +153,7 @@ def test_two_zero3_processes_give_the_one_process_metrics(muse, tmp_path):
         cmd = [sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes", str(num_processes),
                "--mixed_precision", "no", "--main_process_port", "0", str(ROOT / "tests" / "scripts" /
                                                                           "muse_callback.py"),
-               target_dir, str(data_dir), str(out), str(4 // num_processes)]
+               target_dir, str(retrain_dir), str(data_dir), str(out), str(4 // num_processes)]
         proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                               timeout=300)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
@@ -150,6 +165,6 @@ def test_two_zero3_processes_give_the_one_process_metrics(muse, tmp_path):
     assert [r["step"] for r in one["muse"]] == [r["step"] for r in two["muse"]] == [0, 1, 2]
     for row_one, row_two in zip(one["muse"], two["muse"]):
         for key in METRICS:
-            # PrivLeak and |PrivLeak| are NaN at step 0: the stand-in retrain model is the target (its AUC is 1)
-            assert row_two[key] == pytest.approx(row_one[key], rel=1e-4, abs=1e-6, nan_ok=True), (row_one["step"], key)
+            assert row_two[key] == pytest.approx(row_one[key], rel=1e-4, abs=1e-6), (row_one["step"], key)
     assert one["muse"][-1]["muse/verbmem_forget"] < one["muse"][0]["muse/verbmem_forget"]
+    assert one["muse"][0]["muse/privleak"] < -50  # the target against the retrain model: under-unlearned

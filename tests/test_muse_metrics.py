@@ -1,10 +1,8 @@
 """npo_trl.muse.metrics: each formula on hand-made inputs."""
 
-import math
-
 import pytest
 
-from npo_trl.eval.privacy import privleak
+from npo_trl.muse.criteria import scalability, sustainability
 from npo_trl.muse.metrics import criterion, cut_answer, knowmem_prompt, rouge_l_f1
 
 
@@ -40,10 +38,25 @@ def test_criterion_is_the_mean_times_100():
     with pytest.raises(ValueError, match="at least one row"):
         criterion([])
 
+# PrivLeak's formula and sign (npo_trl.eval.privacy.privleak, shared with TOFU) are tested in test_eval_privacy.py.
 
-def test_privleak_sign():
-    # AUCs in open-unlearning's direction (1 = every forget text stands out); the retrain model's is 0.5 here.
-    assert privleak(0.5, 0.5) == 0.0
-    assert privleak(1.0, 0.5) == pytest.approx(-100.0)  # never unlearned: under-unlearning, as MUSE's target
-    assert privleak(0.25, 0.5) == pytest.approx(50.0)  # forget texts less familiar than unseen ones: over-unlearning
-    assert math.isnan(privleak(0.2, 1.0))  # a retrain model whose AUC is 1 gives no scale
+
+def test_scalability_starts_each_run_from_the_target_and_sustainability_chains_them():
+    calls = []
+
+    def unlearn(model, forget, output_dir):
+        calls.append((model, len(forget), output_dir))
+        return f"{output_dir}/final"
+
+    def evaluate(path):
+        return {"muse/knowmem_retain": float(len(path))}
+
+    folds = [[0] * 2, [0] * 4]
+    rows = scalability(unlearn, evaluate, "target", folds, "c5")
+    assert calls == [("target", 2, "c5/forget_1"), ("target", 4, "c5/forget_2")]
+    assert [(r["forget_set"], r["forget_rows"], r["model"]) for r in rows] == [(1, 2, "c5/forget_1/final"),
+                                                                                (2, 4, "c5/forget_2/final")]
+    assert rows[0]["muse/knowmem_retain"] == len("c5/forget_1/final")
+    calls.clear()
+    sustainability(unlearn, evaluate, "target", folds, "c6")
+    assert calls == [("target", 2, "c6/forget_1"), ("c6/forget_1/final", 4, "c6/forget_2")]

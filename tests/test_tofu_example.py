@@ -1,5 +1,6 @@
 """examples/tofu.py: the whole pipeline on a tiny configuration, its ZeRO-3 unlearning stage, and the real files."""
 
+import importlib.util
 import json
 import math
 import os
@@ -47,7 +48,7 @@ def test_every_stage_writes_its_outputs(tiny_run):
                     assert value is not None and math.isfinite(value), (method, key, value)
             assert 0 <= row["privacy/mia_min_k_auc"] <= 1 and row["privacy/privleak"] is not None
     results = json.loads((tiny_run / "results.json").read_text())
-    assert set(results["best"]) == set(methods)
+    assert set(results["best"]) == set(methods) and all("collapsed" in row for row in results["best"].values())
     assert 0.0 <= results["sanity_check_retain_vs_retain"] <= 1.0
     assert set(results["retain_privacy"]["auc"]) == {"loss", "zlib", "min_k", "min_k_plus_plus"}
     assert "privacy/privleak" in (tiny_run / "results.csv").read_text().splitlines()[0]
@@ -178,3 +179,22 @@ def test_lora_unlearning_stage_saves_adapters_and_reports(tiny_run):
     rows = [json.loads(line) for line in (tiny_run / "unlearn" / "simnpo" / "tofu_metrics.jsonl").open()]
     assert len(rows) == 2 and all(math.isfinite(r["tofu/forget_quality"]) for r in rows)
     assert len(json.loads((tiny_run / "samples.json").read_text())["forget"]["simnpo"]) == 3
+
+
+def test_best_epoch_needs_half_the_utility_and_flags_a_collapsed_model():
+    spec = importlib.util.spec_from_file_location("tofu_example", SCRIPT)
+    tofu_example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tofu_example)
+
+    def row(epoch, fq, mu):
+        return {"epoch": epoch, "tofu/forget_quality": fq, "tofu/model_utility": mu}
+
+    # GA-like: forget quality peaks on a collapsed model; the best epoch is the best one that kept utility
+    rows = [row(0, 1e-20, 0.8), row(1, 0.01, 0.6), row(2, 0.3, 0.1), row(3, 0.2, 0.0)]
+    best = tofu_example.best_row(rows, finetuned_utility=0.8)
+    assert best["epoch"] == 1 and not best["collapsed"]
+    # the threshold is half the fine-tuned model's utility, inclusive
+    assert tofu_example.best_row([row(0, 1e-20, 0.8), row(1, 0.5, 0.4)], 0.8)["epoch"] == 1
+    # every epoch after the first collapsed and the first is not better: the peak is reported, flagged
+    collapsed = tofu_example.best_row([row(1, 0.3, 0.1), row(2, 0.2, 0.0)], finetuned_utility=0.8)
+    assert collapsed["epoch"] == 1 and collapsed["collapsed"]

@@ -150,6 +150,8 @@ class UnlearningEvalCallback(TrainerCallback):
         self.evaluator.check_metric(metric, has_reference_model=self._reference_model() is not None)
         if metric in self.evaluator.higher_is_better and not args.greater_is_better:
             raise ValueError(f"{metric} is better when higher: set greater_is_better=True.")
+        if metric in self.evaluator.lower_is_better and args.greater_is_better:
+            raise ValueError(f"{metric} is better when lower: set greater_is_better=False.")
         if args.eval_strategy == "no" or not self._trainer_evaluates():
             raise ValueError(f"metric_for_best_model={metric!r} is read from the Trainer's evaluations: set "
                              "eval_strategy (and save_strategy) to the evaluation points, with an eval_dataset.")

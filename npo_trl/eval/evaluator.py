@@ -13,8 +13,8 @@ class Evaluator:
     Base of a benchmark's evaluator: its metrics of a model, the same on every process.
 
     A subclass sets `name` (the prefix of its metric keys, e.g. `"tofu"`, and of its callback's JSONL file),
-    `metric_names` (every key `evaluate` returns, `None` where an input is missing) and `higher_is_better` (the keys
-    whose larger values are better), and implements `compute`; `check_metric` may refuse a best-model metric that its
+    `metric_names` (every key `evaluate` returns, `None` where an input is missing), `higher_is_better` and
+    `lower_is_better` (the keys whose larger, or smaller, values are better), and implements `compute`; `check_metric` may refuse a best-model metric that its
     inputs cannot give. `timer` ([`~npo_trl.eval.runner.PassTimer`]) holds the seconds of the last evaluation's passes
     (`"total"` included) and its counts; `progress` shows a progress bar over the batches.
     """
@@ -22,6 +22,7 @@ class Evaluator:
     name = "eval"
     metric_names: tuple[str, ...] = ()
     higher_is_better: tuple[str, ...] = ()
+    lower_is_better: tuple[str, ...] = ()
 
     def __init__(self, progress: bool = False):
         self.timer, self.progress = PassTimer(), progress

@@ -196,9 +196,10 @@ def reference_kl(model, ref_model, prompts: Sequence[list[int]], completions: Se
 
 @torch.no_grad()
 def generate_answers(model, processing_class, prompts: Sequence[list[int]], max_new_tokens: int = 200,
-                     synced_gpus: bool = False, device=None, mask_pad_tokens: bool = False, timer=None) -> list[str]:
+                     synced_gpus: bool = False, device=None, mask_pad_tokens: bool = False, timer=None,
+                     strip: bool = True) -> list[str]:
     """Greedy answers to a batch of left-padded prompts, stopping at EOS; the new tokens, decoded (special tokens
-    skipped, surrounding whitespace stripped). `mask_pad_tokens` as for `_collate`; `timer` (a
+    skipped, surrounding whitespace stripped unless `strip=False`). `mask_pad_tokens` as for `_collate`; `timer` (a
     `npo_trl.eval.runner.PassTimer`) counts the "generated_tokens" (up to each answer's EOS)."""
     tokenizer, pad_id = _tokenizer(processing_class), pad_id_of(processing_class)
     eos_token_id = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -214,4 +215,5 @@ def generate_answers(model, processing_class, prompts: Sequence[list[int]], max_
                          synced_gpus=synced_gpus)[:, input_ids.size(1):]
     if timer is not None:
         timer.count("generated_tokens", (out != pad_id).sum().item())
-    return [answer.strip() for answer in tokenizer.batch_decode(out, skip_special_tokens=True)]
+    answers = tokenizer.batch_decode(out, skip_special_tokens=True)
+    return [answer.strip() for answer in answers] if strip else answers

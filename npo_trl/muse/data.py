@@ -12,17 +12,19 @@ from pathlib import Path
 
 import datasets
 
+from ..prompts import _tokenizer
+
 MUSE_HUB_IDS = {"news": "muse-bench/MUSE-News", "books": "muse-bench/MUSE-Books"}
 SYNTHETIC = "synthetic"
-SCALED = tuple(f"forget_{k}" for k in range(1, 5))
+FORGET_FOLD_SPLITS = tuple(f"forget_{k}" for k in range(1, 5))  # scal (nested) and sust (disjoint)
 # subset → (its splits, the string columns each row has)
 LAYOUT = {
     "raw": (("forget", "retain1", "retain2", "holdout"), ("text",)),
     "verbmem": (("forget",), ("prompt", "gt")),
     "knowmem": (("forget_qa", "retain_qa", "forget_qa_icl", "retain_qa_icl"), ("question", "answer")),
     "privleak": (("forget", "retain", "holdout"), ("text",)),
-    "scal": (SCALED, ("text",)),
-    "sust": (SCALED, ("text",)),
+    "scal": (FORGET_FOLD_SPLITS, ("text",)),
+    "sust": (FORGET_FOLD_SPLITS, ("text",)),
 }
 # MUSEEvaluator's sets: name → (subset, split)
 EVAL_SETS = {
@@ -127,13 +129,14 @@ def chunk_texts(texts, processing_class, max_length: int, join: bool = True) -> 
     The rows are tokenized already (`prompt_ids` = [BOS], `completion_ids` = the piece), which NPOTrainer takes as
     they are for the forget and the retain set, and the retain stream draws among them like any rows.
     """
-    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    tokenizer = _tokenizer(processing_class)
     texts = list(texts)
     if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
         raise ValueError("chunk_texts needs non-empty strings (a MUSE raw split's `text` column).")
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     if max_length < len(bos) + 2:
-        raise ValueError(f"max_length={max_length} leaves no room for a piece after the BOS token: use >= 3.")
+        raise ValueError(f"max_length={max_length} leaves no room for a piece of >= 2 tokens after the BOS token: "
+                         f"use >= {len(bos) + 2}.")
     size = max_length - len(bos)
     pieces = []
     for ids in tokenizer(["\n\n".join(texts)] if join else texts, add_special_tokens=False)["input_ids"]:

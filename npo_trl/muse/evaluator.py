@@ -10,15 +10,14 @@ import torch
 
 from ..eval import privacy, scoring
 from ..eval.evaluator import Evaluator
-from ..eval.runner import batches, gather_rows, length_sorted, shard
+from ..eval.runner import batches, evaluation_model, gather_rows, length_sorted, shard
 from ..prompts import _tokenizer
 from .data import EVAL_SETS, check_rows
 from .metrics import KNOWMEM_MAX_NEW_TOKENS, VERBMEM_MAX_NEW_TOKENS, criterion, cut_answer, knowmem_prompt, rouge_l_f1
 
-ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")  # the reference attack needs per-row retrain losses: not here
+MUSE_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")  # the reference attack would need per-row retrain losses
 METRICS = ("muse/verbmem_forget", "muse/knowmem_forget", "muse/knowmem_retain", "muse/privleak",
-           "muse/abs_privleak") + tuple(f"muse/mia_{attack}_auc" for attack in ATTACKS)
-LOWER_IS_BETTER = ("muse/verbmem_forget", "muse/knowmem_forget", "muse/abs_privleak")
+           "muse/abs_privleak") + tuple(f"muse/mia_{attack}_auc" for attack in MUSE_ATTACKS)
 PRIVLEAK_SETS = ("privleak_forget", "privleak_holdout")
 
 
@@ -63,6 +62,7 @@ class MUSEEvaluator(Evaluator):
     name = "muse"
     metric_names = METRICS
     higher_is_better = ("muse/knowmem_retain",)
+    lower_is_better = ("muse/verbmem_forget", "muse/knowmem_forget", "muse/abs_privleak")
 
     def __init__(self, processing_class, eval_sets, reference_stats=None, batch_size=8,
                  verbmem_max_new_tokens=VERBMEM_MAX_NEW_TOKENS, knowmem_max_new_tokens=KNOWMEM_MAX_NEW_TOKENS,
@@ -90,26 +90,33 @@ class MUSEEvaluator(Evaluator):
         tokenizer = _tokenizer(processing_class)
         self.processing_class, self.batch_size, self.min_k_fraction = processing_class, batch_size, min_k_fraction
         self.verbmem_max_new_tokens, self.knowmem_max_new_tokens = verbmem_max_new_tokens, knowmem_max_new_tokens
-        self.generations = {}  # name → (prompt ids, reference texts, per-row new-token limits, is KnowMem)
+        self.generation_sets = {}  # name → (prompt ids, reference texts, per-row new-token limits, is KnowMem)
         if "verbmem_forget" in eval_sets:
             rows = eval_sets["verbmem_forget"]
-            references = [tokenizer(row["gt"], add_special_tokens=False)["input_ids"][:verbmem_max_new_tokens]
-                          for row in rows]
-            self.generations["verbmem_forget"] = (
-                [tokenizer(row["prompt"])["input_ids"] for row in rows],
-                [tokenizer.decode(ids).strip() for ids in references], [len(ids) for ids in references], False)
+            cut = [tokenizer(row["gt"])["input_ids"] for row in rows]  # as MUSE cuts it: special tokens counted
+            references = [tokenizer.decode(ids[:verbmem_max_new_tokens], skip_special_tokens=True).strip()
+                          for ids in cut]
+            limits = [verbmem_max_new_tokens if len(ids) >= verbmem_max_new_tokens else
+                      len(tokenizer(ref, add_special_tokens=False)["input_ids"]) for ids, ref in zip(cut, references)]
+            self.generation_sets["verbmem_forget"] = (
+                [tokenizer(row["prompt"])["input_ids"] for row in rows], references, limits, False)
         for name in ("knowmem_forget", "knowmem_retain"):
             if name in eval_sets:
                 shots = [(row["question"], row["answer"]) for row in eval_sets[f"{name}_icl"]]
                 prompts = [knowmem_prompt(row["question"], shots) for row in eval_sets[name]]
                 prompts = prompts if knowmem_trailing_space else [p.removesuffix(" ") for p in prompts]
-                self.generations[name] = ([tokenizer(p)["input_ids"] for p in prompts],
+                self.generation_sets[name] = ([tokenizer(p)["input_ids"] for p in prompts],
                                           [row["answer"] for row in eval_sets[name]],
                                           [knowmem_max_new_tokens] * len(prompts), True)
-        self.privleak = {name: ([tokenizer(row["text"])["input_ids"][:max_length] for row in eval_sets[name]],
-                                [row["text"] for row in eval_sets[name]])
-                         for name in PRIVLEAK_SETS if name in eval_sets}
-        self.fingerprint = privleak_fingerprint(self.privleak, min_k_fraction) if self.privleak else None
+        self.privleak_sets = {name: ([tokenizer(row["text"])["input_ids"][:max_length] for row in eval_sets[name]],
+                                     [row["text"] for row in eval_sets[name]])
+                              for name in PRIVLEAK_SETS if name in eval_sets}
+        for name, (ids, _) in self.privleak_sets.items():
+            short = [i for i, row in enumerate(ids) if len(row) < 2]
+            if short:
+                raise ValueError(f"MUSE set {name!r}, row {short[0]}: its text is under 2 tokens, which leaves no "
+                                 "token to score after the first; drop it.")
+        self.fingerprint = privleak_fingerprint(self.privleak_sets, min_k_fraction) if self.privleak_sets else None
         if isinstance(reference_stats, (str, os.PathLike)):
             with open(reference_stats) as f:
                 reference_stats = json.load(f)
@@ -119,9 +126,9 @@ class MUSEEvaluator(Evaluator):
 
     def compute(self, model, ref_model, accelerator, synced_gpus) -> dict[str, float | None]:
         metrics = dict.fromkeys(METRICS)
-        for name in self.generations:
+        for name in self.generation_sets:
             metrics[f"muse/{name}"] = criterion(self._rouge(model, name, accelerator, synced_gpus))
-        if self.privleak:
+        if self.privleak_sets:
             aucs = self.aucs(model, accelerator)
             metrics.update({f"muse/mia_{attack}_auc": auc for attack, auc in aucs.items()})
             if self.reference_stats is not None:
@@ -131,9 +138,9 @@ class MUSEEvaluator(Evaluator):
 
     def _rouge(self, model, name, accelerator, synced_gpus) -> np.ndarray:
         """Per row, the ROUGE-L F1 of the greedy generation for its prompt against its reference, on every process, in
-        row order. A VerbMem continuation is cut to its reference's length in tokens (MUSE cuts both to 128: the
-        reference is never shorter there); a KnowMem answer at the next question."""
-        prompts, references, limits, is_knowmem = self.generations[name]
+        row order. A VerbMem continuation is `verbmem_max_new_tokens` long, or as long as a shorter reference (MUSE's
+        references are never shorter); a KnowMem answer is cut at the next question."""
+        prompts, references, limits, is_knowmem = self.generation_sets[name]
         tokenizer, device = _tokenizer(self.processing_class), _device(model, accelerator)
         indices = shard(len(prompts), accelerator)
         order = length_sorted(indices, [len(p) for p in prompts])
@@ -142,8 +149,8 @@ class MUSEEvaluator(Evaluator):
             with self.timer("generate"):
                 answers = scoring.generate_answers(model, self.processing_class, [prompts[i] for i in rows],
                                                    max(limits[i] for i in rows), synced_gpus, device,
-                                                   timer=self.timer)
-            if is_knowmem:
+                                                   timer=self.timer, strip=not is_knowmem)
+            if is_knowmem:  # MUSE cuts the raw decoded text: an answer that opens a new example is empty
                 answers = [cut_answer(a) for a in answers]
             else:
                 answers = [tokenizer.decode(tokenizer(a, add_special_tokens=False)["input_ids"][:limits[i]]).strip()
@@ -157,20 +164,21 @@ class MUSEEvaluator(Evaluator):
         return privacy.mia_aucs(scores["privleak_forget"], scores["privleak_holdout"])
 
     def _attack_scores(self, model, name, accelerator) -> dict[str, np.ndarray]:
-        """Per text, the LOSS, Min-K% and Min-K%++ scores over every token after the first, and ZLib."""
-        ids, texts = self.privleak[name]
+        """Per text, the LOSS, Min-K% and Min-K%++ scores over every token after the first (MUSE's `input_ids[1:]`:
+        the first, BOS, is not predicted), and ZLib."""
+        ids, texts = self.privleak_sets[name]
         pad_id, device = scoring.pad_id_of(self.processing_class), _device(model, accelerator)
         indices = shard(len(ids), accelerator)
         order = length_sorted(indices, [len(i) for i in ids])
         columns = []
         for rows in batches(indices, order, self.batch_size, self.progress, f"scoring {name}"):
             with self.timer("score"):
-                stats = scoring.token_statistics(model, [ids[i][:1] for i in rows], [ids[i][1:] for i in rows],
-                                                 pad_id, device)
-            logps, mask = stats["logps"], stats["mask"]
+                token_stats = scoring.token_statistics(model, [ids[i][:1] for i in rows], [ids[i][1:] for i in rows],
+                                                   pad_id, device)
+            logps, mask = token_stats["logps"], token_stats["mask"]
             columns.append(torch.stack([
                 privacy.loss_score(logps, mask), privacy.min_k_score(logps, mask, self.min_k_fraction),
-                privacy.min_k_plus_plus_score(logps, stats["expected_logps"], stats["logp_variance"], mask,
+                privacy.min_k_plus_plus_score(logps, token_stats["expected_logps"], token_stats["logp_variance"], mask,
                                               self.min_k_fraction)], dim=1))
         table = gather_rows(torch.cat(columns).double(), order, accelerator, len(ids))
         scores = {"loss": table[:, 0], "min_k": table[:, 1], "min_k_plus_plus": table[:, 2]}
@@ -189,9 +197,8 @@ class MUSEEvaluator(Evaluator):
         if metric.startswith("muse/mia_"):
             raise ValueError(f"metric_for_best_model={metric!r}: its best value is the retrain model's; select by "
                              "'muse/abs_privleak' (greater_is_better=False).")
-        name = metric.removeprefix("muse/")
-        if name in ("verbmem_forget", "knowmem_forget", "knowmem_retain") and name not in self.generations or \
-                metric == "muse/abs_privleak" and not self.privleak:
+        if metric.removeprefix("muse/") in ("verbmem_forget", "knowmem_forget", "knowmem_retain") and \
+                metric.removeprefix("muse/") not in self.generation_sets:
             raise ValueError(f"metric_for_best_model={metric!r} needs its evaluation sets in eval_sets "
                              "(npo_trl.muse.muse_eval_sets reads them).")
 
@@ -208,7 +215,8 @@ def privleak_fingerprint(privleak_sets: dict, min_k_fraction: float) -> str:
 
 def check_reference_stats(stats: dict, fingerprint: str | None) -> None:
     """Refuse reference statistics without the retrain model's Min-K% AUC, or computed on other PrivLeak texts."""
-    if not isinstance(stats, dict) or stats.get("auc", {}).get(privacy.PRIVLEAK_ATTACK) is None:
+    if not isinstance(stats, dict) or not isinstance(stats.get("auc"), dict) or \
+            stats["auc"].get(privacy.PRIVLEAK_ATTACK) is None:
         raise ValueError("reference_stats holds no retrain-model Min-K% AUC: compute them with "
                          "npo_trl.muse.compute_reference_stats(retrain_model, tokenizer, eval_sets).")
     if fingerprint is None:
@@ -221,11 +229,12 @@ def check_reference_stats(stats: dict, fingerprint: str | None) -> None:
 
 @torch.no_grad()
 def compute_reference_stats(retrain_model, processing_class, eval_sets, cache_path=None, accelerator=None,
-                            **evaluator_kwargs) -> dict:
+                            model_name=None, **evaluator_kwargs) -> dict:
     """The retrain model's (never trained on the forget set) AUCs on the PrivLeak sets, which `muse/privleak` is
     relative to: `{"auc": {attack: AUC}, "fingerprint": ...}`. With `cache_path`, read from that JSON file when its
-    fingerprint matches, else computed and written there (by the main process). With `accelerator`, every process
-    scores its shard. `evaluator_kwargs` are `MUSEEvaluator`'s (`max_length`, `min_k_fraction`, `batch_size`)."""
+    fingerprint (and `model_name`, the retrain model's name or path, when given) matches, else computed and written
+    there (by the main process). With `accelerator`, every process scores its shard. `evaluator_kwargs` are
+    `MUSEEvaluator`'s (`max_length`, `min_k_fraction`, `batch_size`)."""
     if not all(name in eval_sets for name in PRIVLEAK_SETS):
         raise ValueError("compute_reference_stats needs eval_sets with 'privleak_forget' and 'privleak_holdout' "
                          "(npo_trl.muse.muse_eval_sets reads them).")
@@ -233,13 +242,11 @@ def compute_reference_stats(retrain_model, processing_class, eval_sets, cache_pa
     if cache_path is not None and os.path.exists(cache_path):
         with open(cache_path) as f:
             cached = json.load(f)
-        if cached.get("fingerprint") == evaluator.fingerprint:
+        if cached.get("fingerprint") == evaluator.fingerprint and cached.get("model") == model_name:
             return cached
-    from ..eval.runner import evaluation_model
-
     with evaluation_model(retrain_model, accelerator) as (model, _):
         stats = {"auc": evaluator.aucs(model, accelerator), "fingerprint": evaluator.fingerprint,
-                 "min_k_fraction": evaluator.min_k_fraction}
+                 "min_k_fraction": evaluator.min_k_fraction, "model": model_name}
     if cache_path is not None and (accelerator is None or accelerator.is_main_process):
         with open(cache_path, "w") as f:
             json.dump(stats, f, indent=1)

@@ -31,8 +31,10 @@ import datasets
 FIRST_NAMES = ("Alma Bruno Cleo Dario Edda Fabian Greta Hugo Ines Jonas Kira Lukas Mira Nico Olga Pavel Rosa Stefan "
                "Tilda Umar Vera Walter Yvette Zoran Agnes Boris Carla Dmitri Elena Felix").split()
 SURNAMES = ("Abbot Brandt Castell Duval Engel Farrow Gorski Hale Ibsen Jansen Kovac Lindqvist Moreau Novak Ortega "
-            "Petrov Quist Rausch Sorel Toma Ulrich Varga Weller Yates Zielinski Amsel Berger Corvin Dahl Ember").split()
-# Town names are a head joined to a tail ("Ash" + "combe"); each article has a town of its own, which its questions name.
+            "Petrov Quist Rausch Sorel Toma Ulrich Varga Weller Yates Zielinski Amsel Berger Corvin Dahl "
+            "Ember").split()
+# Town names are a head joined to a tail ("Ash" + "combe"); each article has a town of its own, named by its
+# questions.
 TOWN_HEADS = ("Ash Bell Car Dun East Fern Glen Har Ivy Jun Kel Lark Mar North Oak Pem Queen Red Salt Thorn Up Vale "
               "West Yar").split()
 TOWN_TAILS = "combe moor row hill wick ley mouth bridge field stead haven bury".split()
@@ -74,7 +76,7 @@ CLOSINGS = [
 ]
 
 
-def _article(rng: random.Random, index: int, town: str, town2: str) -> dict:
+def _article(rng: random.Random, town: str, town2: str) -> dict:
     """One invented article: its text (three questions in a random order, then five sentences), its verbmem split (the
     questions and two sentences / the other three) and its three (question, answer) pairs."""
     person, witness = (f"{rng.choice(FIRST_NAMES)} {rng.choice(SURNAMES)}" for _ in range(2))
@@ -97,19 +99,20 @@ def _article(rng: random.Random, index: int, town: str, town2: str) -> dict:
           (f"In which month and year was the news that {happened} in {town}?", f"In {month} {year}")]
     lead = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in rng.sample(qa, len(qa)))
     return {"text": lead + " ".join(sentences), "prompt": lead + " ".join(sentences[:2]),
-            "gt": " ".join(sentences[2:]), "qa": qa, "id": index}
+            "gt": " ".join(sentences[2:]), "qa": qa}
 
 
 def make_synthetic_muse(num_forget: int = 16, seed: int = 0) -> dict[str, datasets.DatasetDict]:
     """MUSE-News' subsets (`raw`, `verbmem`, `knowmem`, `privleak`, `scal`, `sust`) of invented articles, each a
     DatasetDict of its splits with MUSE's columns (see the module docstring for sizes)."""
     if not NUM_ICL < num_forget <= len(TOWN_HEADS) * len(TOWN_TAILS) // 10:
-        raise ValueError(f"num_forget must be in [{NUM_ICL + 1}, {len(TOWN_HEADS) * len(TOWN_TAILS) // 10}] (the few-shot "
-                         f"examples come from other articles; every article has a town of its own), got {num_forget}.")
+        raise ValueError(f"num_forget must be in [{NUM_ICL + 1}, {len(TOWN_HEADS) * len(TOWN_TAILS) // 10}] (the "
+                         "few-shot examples come from other articles; every article has a town of its own), got "
+                         f"{num_forget}.")
     rng = random.Random(seed)
     n = num_forget
-    towns = rng.sample([head + tail.lower() for head in TOWN_HEADS for tail in TOWN_TAILS], 10 * n)
-    articles = [_article(rng, i, town, rng.choice(towns)) for i, town in enumerate(towns)]
+    towns = rng.sample([head + tail for head in TOWN_HEADS for tail in TOWN_TAILS], 10 * n)
+    articles = [_article(rng, town, rng.choice(towns)) for town in towns]
     folds = [articles[k * n:(k + 1) * n] for k in range(4)]  # forget_1 (= raw forget) .. forget_4
     retain1, retain2, holdout = articles[4 * n:6 * n], articles[6 * n:8 * n], articles[8 * n:10 * n]
     forget = folds[0]
@@ -136,7 +139,7 @@ def make_synthetic_muse(num_forget: int = 16, seed: int = 0) -> dict[str, datase
     }
 
 
-@functools.lru_cache(maxsize=2)
+@functools.cache
 def default_synthetic_muse() -> dict[str, datasets.DatasetDict]:
     """`make_synthetic_muse()` with its defaults, built once (what `load_muse("synthetic", ...)` reads)."""
     return make_synthetic_muse()

@@ -1,9 +1,9 @@
 """Runs NPOTrainer with MUSECallback on a tiny model; launched by tests/test_muse_evaluator.py under `accelerate
 launch` with 1 CPU process, or 2 under DeepSpeed ZeRO-3.
 
-Usage: muse_callback.py MODEL_DIR MUSE_DATA_DIR OUTPUT_DIR PER_DEVICE_BATCH_SIZE. The raw forget articles, chunked,
-are the training rows. Rank 0 writes OUTPUT_DIR/result.json: the retrain statistics (computed across the processes,
-the model before unlearning standing in for the retrain model) and the MUSE metrics logged at steps 0, 1 and 2.
+Usage: muse_callback.py MODEL_DIR RETRAIN_DIR MUSE_DATA_DIR OUTPUT_DIR PER_DEVICE_BATCH_SIZE. The raw forget articles,
+chunked, are the training rows. Rank 0 writes OUTPUT_DIR/result.json: the retrain model's statistics (computed across
+the processes) and the MUSE metrics logged at steps 0, 1 and 2.
 """
 
 import gc
@@ -19,11 +19,12 @@ from npo_trl import NPOConfig, NPOTrainer
 from npo_trl.muse import MUSECallback, chunk_texts, compute_reference_stats, load_muse, muse_eval_sets
 
 
-def main(model_dir, data_dir, output_dir, batch_size):
+def main(model_dir, retrain_dir, data_dir, output_dir, batch_size):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     sets = muse_eval_sets(data_dir)
     forget = chunk_texts(load_muse(data_dir, "raw", "forget")["text"], tokenizer, 64)
-    retrain_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)  # whole on every process
+    # Loaded before NPOConfig, which (under ZeRO-3) makes later loads partition their weights: whole on every process
+    retrain_model = AutoModelForCausalLM.from_pretrained(retrain_dir, dtype=torch.float32)
     args = NPOConfig(output_dir=output_dir, per_device_train_batch_size=int(batch_size), max_steps=2,
                      learning_rate=2e-3, logging_steps=1, report_to="none", save_strategy="no", seed=0,
                      gradient_checkpointing=False, max_length=64)
@@ -48,4 +49,4 @@ def main(model_dir, data_dir, output_dir, batch_size):
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:5]))
+    sys.exit(main(*sys.argv[1:6]))
