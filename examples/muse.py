@@ -20,7 +20,6 @@ Stages (each writes under --output_dir and is skipped when its output exists, so
    VerbMem D_f, KnowMem D_f, PrivLeak, KnowMem D_r), `fig_per_epoch.png` and `fig_c5_c6.png`.
 """
 
-import contextlib
 import gc
 import json
 import os
@@ -32,10 +31,10 @@ from accelerate import PartialState
 from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from npo_trl import NPOConfig, NPOTrainer
+from npo_trl.models import model_init_kwargs, outside_zero3
 from npo_trl.config import method_losses
 from npo_trl.muse import (
     MUSECallback,
@@ -173,12 +172,6 @@ def tiny_llama(tokenizer, script_args, args) -> LlamaForCausalLM:
         tie_word_embeddings=True))
 
 
-def model_init_kwargs(model_args: ModelConfig) -> dict:
-    """What trl.ModelConfig says about loading any model: revision, dtype, attention implementation."""
-    return {"revision": model_args.model_revision, "dtype": model_args.dtype or "float32",
-            "attn_implementation": model_args.attn_implementation}
-
-
 def evaluator_settings(script_args, args, model_args) -> dict:
     trailing = script_args.knowmem_trailing_space
     return {"batch_size": script_args.eval_batch_size, "verbmem_max_new_tokens": script_args.verbmem_max_new_tokens,
@@ -210,18 +203,6 @@ def unlearn(args, model_args, tokenizer, method, model_path, forget_texts, retai
     del trainer
     gc.collect()
     return final
-
-
-@contextlib.contextmanager
-def outside_zero3(args: NPOConfig):
-    """Models loaded here, outside a trainer, are whole on each process: under ZeRO-3, transformers would otherwise
-    partition them with zero.Init, which only works when every process loads the same model at the same time."""
-    unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        if getattr(args, "hf_deepspeed_config", None) is not None:
-            set_hf_deepspeed_config(args.hf_deepspeed_config)
 
 
 def load_model(path, model_args, args):

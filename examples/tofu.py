@@ -29,7 +29,6 @@ loaded with trl.ModelConfig's --dtype, --attn_implementation and --model_revisio
 --use_peft/--lora_* and --load_in_4bit/8bit flags (the fine-tunes are full fine-tunes, as in the paper).
 """
 
-import contextlib
 import csv
 import gc
 import json
@@ -42,11 +41,11 @@ from accelerate import PartialState
 from datasets import Dataset, concatenate_datasets
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config, get_quantization_config
 from trl.trainer.utils import create_model_from_path
 
 from npo_trl import NPOConfig, NPOTrainer
+from npo_trl.models import model_init_kwargs, outside_zero3
 from npo_trl.prompts import PROMPT_FORMATS, TOKEN_BOUNDARIES, generation_prompt_ids
 from npo_trl.tofu import (
     TOFUCallback,
@@ -235,12 +234,6 @@ def is_done(path: str) -> bool:
     return any(os.path.exists(os.path.join(path, name)) for name in ("config.json", "adapter_config.json"))
 
 
-def model_init_kwargs(model_args: ModelConfig) -> dict:
-    """What trl.ModelConfig says about loading any model: revision, dtype, attention implementation."""
-    return {"revision": model_args.model_revision, "dtype": model_args.dtype or "float32",
-            "attn_implementation": model_args.attn_implementation}
-
-
 def load_model(path: str, model_args: ModelConfig):
     """A model loaded with ModelConfig's settings; LoRA adapters (an unlearning stage run with --use_peft) are loaded
     onto the base model they name."""
@@ -298,18 +291,6 @@ def fine_tune(script_args, args, model_args, base, dataset, splits, path, seed):
         sft(base, AutoTokenizer.from_pretrained(base), data, path, script_args.finetune_epochs, script_args, args,
             seed, model_args)
     PartialState().wait_for_everyone()
-
-
-@contextlib.contextmanager
-def outside_zero3(args: NPOConfig):
-    """Models loaded here, outside a trainer, are whole on each process: under ZeRO-3, transformers would otherwise
-    partition them with zero.Init, which only works when every process loads the same model at the same time."""
-    unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        if getattr(args, "hf_deepspeed_config", None) is not None:
-            set_hf_deepspeed_config(args.hf_deepspeed_config)
 
 
 def evaluation_settings(script_args) -> dict:
