@@ -18,7 +18,10 @@ from the last finished stage):
    (`retain_stats.json`), against which forget quality is measured; --retain_model scores a given retain model
    instead, and --reference_stats reads its published evaluation log (no retain model at all);
 4. `unlearn/<method>/`: the fine-tuned model unlearned with each method of --methods, TOFU's metrics every epoch;
-5. `results.csv`, `results.json`, `fig5_tradeoff.png`, `fig6_per_epoch.png`, `fig_privacy.png`, `samples.json`.
+   with --seeds 0 1 2 3 4, once per seed into `unlearn/<method>/seed<k>/`;
+5. `results.csv`, `results.json`, `fig5_tradeoff.png`, `fig6_per_epoch.png`, `fig_privacy.png`, `samples.json`
+   (npo_trl.tofu.report: each run's best epoch among those that kept half the fine-tuned model's utility, and the
+   median and min-max over seeds, drawn as bands).
 
 With --privacy (the default), every evaluation also reports the privacy metrics (npo_trl.eval.privacy): each
 membership-inference attack's AUC of forget vs holdout rows (authors in no fine-tune), PrivLeak against the retain
@@ -29,7 +32,6 @@ loaded with trl.ModelConfig's --dtype, --attn_implementation and --model_revisio
 --use_peft/--lora_* and --load_in_4bit/8bit flags (the fine-tunes are full fine-tunes, as in the paper).
 """
 
-import csv
 import gc
 import json
 import os
@@ -61,6 +63,14 @@ from npo_trl.tofu import (
 from npo_trl.eval.scoring import generate_answers
 from npo_trl.tofu.data import eval_split_names
 from npo_trl.tofu.metrics import EVAL_SETS, forget_quality
+from npo_trl.tofu.report import (
+    plot_per_epoch,
+    plot_privacy,
+    plot_tradeoff,
+    read_metrics,
+    summarize,
+    write_results,
+)
 
 @dataclass
 class TOFUScriptArguments:
@@ -110,6 +120,13 @@ class TOFUScriptArguments:
     methods: list[str] = field(
         default_factory=lambda: ["npo", "npo+rt", "ga", "ga+rt"],
         metadata={"help": "Unlearning methods: <forget_loss>[+rt|+kl], forget_loss among npo, ga, simnpo, idk, dpo."},
+    )
+    seeds: list[int] | None = field(
+        default=None,
+        metadata={"help": "Unlearn every method once per seed (the order of the forget batches and the retain rows "
+                          "drawn), into unlearn/<method>/seed<k>/; the report gives the median and min-max over the "
+                          "seeds per method and epoch, Figure 6 as bands. The fine-tuned and retain models are trained "
+                          "once, with --seed. Default: one run with --seed, into unlearn/<method>/."},
     )
     max_samples: int | None = field(
         default=None,
@@ -161,7 +178,8 @@ class TOFUScriptArguments:
     sanity_check: bool = field(
         default=False,
         metadata={"help": "Also train a second retain model (another seed) and report its forget quality, which "
-                          "should be high: a check of the metric at this scale."},
+                          "should be high: a check of the metric at this scale. With --seeds, one more retain model "
+                          "per seed (retain_sanity_seed<k>/) and its forget quality per seed."},
     )
 
 
@@ -318,14 +336,35 @@ def published_reference_stats(script_args, tokenizer, eval_sets):
     return stats
 
 
-def unlearn(script_args, args, model_args, method, full_path, splits, eval_sets, stats, path):
-    """Stage 4: one method, evaluated by TOFUCallback before training and after every epoch."""
+def sanity_check(script_args, args, model_args, base, splits, tokenizer, eval_sets, stats):
+    """--sanity_check: other retain models' truth ratios against the first's, whose forget quality should be high if
+    the metric can rank methods at this scale. One model fine-tuned with --seed + 1 (`retain_seed2/`, a float), or
+    with --seeds one per seed k (`retain_sanity_seed<k>/`, a dict seed → forget quality)."""
+    values = {}
+    for seed in script_args.seeds or [args.seed + 1]:
+        name = "retain_seed2" if script_args.seeds is None else f"retain_sanity_seed{seed}"
+        path = os.path.join(args.output_dir, name)
+        fine_tune(script_args, args, model_args, base, splits["retain"], splits, path, seed)
+        other = reference_stats(script_args, args, model_args, path, tokenizer, eval_sets,
+                                os.path.join(args.output_dir, f"{name}_stats.json"))
+        values[seed] = forget_quality(other["truth_ratios"], stats["truth_ratios"])
+    return values if script_args.seeds is not None else next(iter(values.values()))
+
+
+def unlearn_path(script_args, args, method: str, seed: int) -> str:
+    """Where one method's run with one seed goes: unlearn/<method>/ (no --seeds), else unlearn/<method>/seed<k>/."""
+    path = os.path.join(args.output_dir, "unlearn", method)
+    return path if script_args.seeds is None else os.path.join(path, f"seed{seed}")
+
+
+def unlearn(script_args, args, model_args, method, seed, full_path, splits, eval_sets, stats, path):
+    """Stage 4: one method with one seed, evaluated by TOFUCallback before training and after every epoch."""
     if is_done(os.path.join(path, "final")):
         return
     if PartialState().is_main_process and os.path.isdir(path):
         shutil.rmtree(path)  # a run interrupted mid-way starts this method again, without its partial metrics
     PartialState().wait_for_everyone()
-    method_args = args.for_method(method, output_dir=path)
+    method_args = args.for_method(method, output_dir=path, seed=seed)
     method_args.model_init_kwargs = model_init_kwargs(model_args)
     tokenizer = AutoTokenizer.from_pretrained(full_path)
     if method_args.needs_replacement and method_args.replacement_answers is None:
@@ -346,75 +385,21 @@ def unlearn(script_args, args, model_args, method, full_path, splits, eval_sets,
 
 
 # ---------------------------------------------------------------- report
-def read_metrics(path: str) -> list[dict]:
-    with open(os.path.join(path, "tofu_metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
-COLLAPSE_FRACTION = 0.5  # a model that kept less than half the fine-tuned model's utility has collapsed
-
-
-def best_row(rows: list[dict], finetuned_utility: float) -> dict:
-    """The paper's Figure 5 point: the epoch with the best forget quality among those whose model kept at least
-    `COLLAPSE_FRACTION` of the fine-tuned model's utility, so that a forget-quality peak of a collapsed model (GA's)
-    does not count. When every epoch's model collapsed, the best forget quality, marked `"collapsed": true`."""
-    kept = [r for r in rows if (r["tofu/model_utility"] or 0.0) >= COLLAPSE_FRACTION * finetuned_utility]
-    best = max(kept or rows, key=lambda r: (r["tofu/forget_quality"] or 0.0, r["tofu/model_utility"] or 0.0))
-    return {**best, "collapsed": not kept}
-
-
 def report(script_args, args, model_args, eval_sets, full_path, sanity, stats):
-    """Stage 5: results.csv/json (method × epoch), Figures 5 and 6, and sample generations (Figure 7)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = args.output_dir
-    table = {m: read_metrics(os.path.join(out, "unlearn", m)) for m in script_args.methods}
-    keys = [k for k in table[script_args.methods[0]][0] if k.startswith(("tofu/", "privacy/"))]
-    with open(os.path.join(out, "results.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method", "epoch", "step", *keys])
-        for method, rows in table.items():
-            for row in rows:
-                writer.writerow([method, round(row["epoch"] or 0.0, 3), row["step"], *(row[k] for k in keys)])
-    summary = {"forget_split": script_args.forget_split, "dataset": script_args.dataset,
-               "finetuned": table[script_args.methods[0]][0], "sanity_check_retain_vs_retain": sanity,
-               "retain_privacy": {"auc": stats["privacy"]["auc"]} if "privacy" in stats else None,
-               "best": {m: best_row(rows, rows[0]["tofu/model_utility"] or 0.0) for m, rows in table.items()},
-               "per_epoch": table}
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-
-    def log_fq(value):
-        return max(value or 0.0, 1e-30)
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    start = summary["finetuned"]
-    ax.scatter(start["tofu/model_utility"], log_fq(start["tofu/forget_quality"]), marker="*", s=200, c="k",
-               label="fine-tuned (before unlearning)")
-    for method, row in summary["best"].items():
-        ax.scatter(row["tofu/model_utility"], log_fq(row["tofu/forget_quality"]), s=80,
-                   label=f"{method} (best epoch{', collapsed' if row['collapsed'] else ''})")
-    ax.set_yscale("log"), ax.set_xlabel("model utility"), ax.set_ylabel("forget quality (KS-test p-value)")
-    ax.axhline(0.05, ls="--", c="grey", lw=1)
-    ax.set_title(f"TOFU {script_args.forget_split}: forget quality vs model utility")
-    ax.legend(fontsize=8)
-    fig.tight_layout(), fig.savefig(os.path.join(out, "fig5_tradeoff.png"), dpi=120), plt.close(fig)
-
-    fig, (ax_fq, ax_mu) = plt.subplots(1, 2, figsize=(11, 4))
-    for method, rows in table.items():
-        epochs = [r["epoch"] or 0.0 for r in rows]
-        ax_fq.plot(epochs, [log_fq(r["tofu/forget_quality"]) for r in rows], marker="o", label=method)
-        ax_mu.plot(epochs, [r["tofu/model_utility"] for r in rows], marker="o", label=method)
-    ax_fq.set_yscale("log"), ax_fq.axhline(0.05, ls="--", c="grey", lw=1)
-    ax_fq.set_xlabel("epoch"), ax_fq.set_ylabel("forget quality"), ax_mu.set_xlabel("epoch")
-    ax_mu.set_ylabel("model utility"), ax_fq.legend(fontsize=8)
-    fig.suptitle(f"TOFU {script_args.forget_split}, per epoch")
-    fig.tight_layout(), fig.savefig(os.path.join(out, "fig6_per_epoch.png"), dpi=120), plt.close(fig)
+    """Stage 5: results.csv/json (method × seed × epoch, the best epoch of each run, the spread over seeds), Figures 5
+    and 6, the privacy figure, and sample generations of the first seed's models (Figure 7)."""
+    out, seeds = args.output_dir, script_args.seeds or [args.seed]
+    table = {method: {seed: read_metrics(unlearn_path(script_args, args, method, seed)) for seed in seeds}
+             for method in script_args.methods}
+    summary = summarize(table, forget_split=script_args.forget_split, dataset=script_args.dataset,
+                        sanity_check_retain_vs_retain=sanity,
+                        retain_privacy={"auc": stats["privacy"]["auc"]} if "privacy" in stats else None)
+    write_results(out, table, summary)
+    title = f"TOFU {script_args.forget_split}"
+    plot_tradeoff(summary, os.path.join(out, "fig5_tradeoff.png"), f"{title}: forget quality vs model utility")
+    plot_per_epoch(summary, os.path.join(out, "fig6_per_epoch.png"), title)
     if script_args.privacy:
-        plot_privacy(plt, table, summary, os.path.join(out, "fig_privacy.png"), script_args.forget_split)
+        plot_privacy(summary, os.path.join(out, "fig_privacy.png"), title)
 
     tokenizer = AutoTokenizer.from_pretrained(full_path)
     samples = {}
@@ -422,8 +407,8 @@ def report(script_args, args, model_args, eval_sets, full_path, sanity, stats):
         rows = eval_sets[name].select(range(3))
         prompts = [generation_prompt_ids(tokenizer, q, script_args.prompt_format) for q in rows["question"]]
         entry = {"question": list(rows["question"]), "answer": list(rows["answer"])}
-        for label, path in [("finetuned", full_path)] + [(m, os.path.join(out, "unlearn", m, "final"))
-                                                          for m in script_args.methods]:
+        for label, path in [("finetuned", full_path)] + [
+                (m, os.path.join(unlearn_path(script_args, args, m, seeds[0]), "final")) for m in script_args.methods]:
             entry[label] = generate_answers(load_model(path, model_args), tokenizer, prompts, max_new_tokens=48,
                                             mask_pad_tokens=script_args.mask_pad_tokens)
         samples[name] = entry
@@ -432,29 +417,28 @@ def report(script_args, args, model_args, eval_sets, full_path, sanity, stats):
     return summary
 
 
-def plot_privacy(plt, table, summary, path, forget_split):
-    """Per epoch and method: forget quality, Min-K%'s MIA AUC (the retain model's dotted) and PrivLeak (0 = the
-    retain model's leak)."""
-    fig, (ax_fq, ax_auc, ax_leak) = plt.subplots(1, 3, figsize=(15, 4))
-    retain_auc = (summary.get("retain_privacy") or {}).get("auc", {}).get("min_k")
-    for method, rows in table.items():
-        epochs = [r["epoch"] or 0.0 for r in rows]
-        line, = ax_fq.plot(epochs, [max(r["tofu/forget_quality"] or 0.0, 1e-30) for r in rows], marker="o",
-                           label=method)
-        ax_auc.plot(epochs, [r["privacy/mia_min_k_auc"] for r in rows], marker="o", color=line.get_color())
-        ax_leak.plot(epochs, [r["privacy/privleak"] for r in rows], marker="o", color=line.get_color())
-    if retain_auc is not None:
-        ax_auc.axhline(retain_auc, ls=":", c="k", lw=1, label="retain model")
-        ax_auc.legend(fontsize=8)
-    ax_fq.set_yscale("log"), ax_fq.axhline(0.05, ls="--", c="grey", lw=1), ax_leak.axhline(0, ls=":", c="k", lw=1)
-    ax_fq.set_ylabel("forget quality"), ax_auc.set_ylabel("MIA AUC, Min-K% (forget vs holdout)")
-    ax_leak.set_ylabel("PrivLeak %")
-    ax_leak.set_title("0 = the retain model; < 0 under-, > 0 over-unlearned", fontsize=9)
-    for ax in (ax_fq, ax_auc, ax_leak):
-        ax.set_xlabel("epoch")
-    ax_fq.legend(fontsize=8)
-    fig.suptitle(f"TOFU {forget_split}: forgetting and membership leakage, per epoch")
-    fig.tight_layout(rect=(0, 0, 1, 0.95)), fig.savefig(path, dpi=120), plt.close(fig)
+def print_summary(summary: dict) -> None:
+    """Per method: each seed's best epoch (forget quality, model utility, PrivLeak), then the range over seeds."""
+    for method, best in summary["best"].items():
+        for seed, row in best.items():
+            leak = f"  PrivLeak {row['privacy/privleak']:.1f}%" if row.get("privacy/privleak") is not None else ""
+            collapsed = "  (collapsed: model utility < half the fine-tuned model's)" if row["collapsed"] else ""
+            print(f"{method:>10} seed {seed}: best epoch {row['epoch'] or 0:.0f}  forget quality "
+                  f"{row['tofu/forget_quality']:.3g}  model utility {row['tofu/model_utility']:.3f}{leak}{collapsed}")
+            peak = summary["peak"][method][seed]
+            if peak["collapsed"] and peak["step"] != row["step"]:
+                print(f"{'':>10}   its forget-quality peak, {peak['tofu/forget_quality']:.3g} at epoch "
+                      f"{peak['epoch'] or 0:.0f}, is a collapsed model (model utility "
+                      f"{peak['tofu/model_utility']:.3f})")
+        if len(best) > 1:
+            fq = [row["tofu/forget_quality"] for row in best.values()]
+            mu = [row["tofu/model_utility"] for row in best.values()]
+            print(f"{method:>10} over {len(best)} seeds: forget quality {min(fq):.3g}-{max(fq):.3g}, model utility "
+                  f"{min(mu):.3f}-{max(mu):.3f}")
+    sanity = summary["sanity_check_retain_vs_retain"]
+    if sanity is not None:
+        values = sanity.values() if isinstance(sanity, dict) else [sanity]
+        print(f"retain model vs another retain model, forget quality: {', '.join(f'{v:.3g}' for v in values)}")
 
 
 def check_arguments(script_args: TOFUScriptArguments, model_args: ModelConfig) -> None:
@@ -464,6 +448,9 @@ def check_arguments(script_args: TOFUScriptArguments, model_args: ModelConfig) -
                          f"{list(PROMPT_FORMATS)}.")
     if script_args.token_boundary not in TOKEN_BOUNDARIES:
         raise ValueError(f"--token_boundary {script_args.token_boundary!r}: use one of {list(TOKEN_BOUNDARIES)}.")
+    seeds = script_args.seeds
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+        raise ValueError(f"--seeds {seeds}: give distinct seeds, e.g. --seeds 0 1 2 3 4.")
     if script_args.retain_model is not None and script_args.reference_stats is not None:
         raise ValueError("--retain_model and --reference_stats both give forget quality's reference: pass one.")
     trains_retain = script_args.retain_model is None and script_args.reference_stats is None
@@ -477,6 +464,9 @@ def check_arguments(script_args: TOFUScriptArguments, model_args: ModelConfig) -
 def main(script_args: TOFUScriptArguments, args: NPOConfig, model_args: ModelConfig | None = None) -> dict | None:
     model_args = model_args or ModelConfig()
     check_arguments(script_args, model_args)
+    if script_args.sanity_check and args.seed in (script_args.seeds or []):
+        raise ValueError(f"--sanity_check with --seeds {script_args.seeds} fine-tunes a retain model per seed to "
+                         f"compare with the one of --seed {args.seed}: leave --seed out of --seeds.")
     state = PartialState()
     built_in = model_args.model_name_or_path is None and script_args.finetuned_model is None
     if script_args.max_new_tokens is None:
@@ -503,23 +493,16 @@ def main(script_args: TOFUScriptArguments, args: NPOConfig, model_args: ModelCon
         stats = reference_stats(script_args, args, model_args, retain_path, tokenizer, eval_sets,
                                 os.path.join(out, "retain_stats.json"))
     sanity = None
-    if script_args.sanity_check:  # a second retain model's truth ratios against the first's: forget quality ≈ 1?
-        second = os.path.join(out, "retain_seed2")
-        fine_tune(script_args, args, model_args, base, splits["retain"], splits, second, args.seed + 1)
-        second_stats = reference_stats(script_args, args, model_args, second, tokenizer, eval_sets,
-                                       os.path.join(out, "retain_seed2_stats.json"))
-        sanity = forget_quality(second_stats["truth_ratios"], stats["truth_ratios"])
+    if script_args.sanity_check:
+        sanity = sanity_check(script_args, args, model_args, base, splits, tokenizer, eval_sets, stats)
     for method in script_args.methods:
-        unlearn(script_args, args, model_args, method, full_path, splits, eval_sets, stats,
-                os.path.join(out, "unlearn", method))
+        for seed in script_args.seeds or [args.seed]:
+            unlearn(script_args, args, model_args, method, seed, full_path, splits, eval_sets, stats,
+                    unlearn_path(script_args, args, method, seed))
     if state.is_main_process:
         with outside_zero3(args):
             summary = report(script_args, args, model_args, eval_sets, full_path, sanity, stats)
-        for method, row in summary["best"].items():
-            leak = f"  PrivLeak {row['privacy/privleak']:.1f}%" if row.get("privacy/privleak") is not None else ""
-            collapsed = "  (collapsed: model utility < half the fine-tuned model's)" if row["collapsed"] else ""
-            print(f"{method:>10}: best epoch {row['epoch'] or 0:.0f}  forget quality {row['tofu/forget_quality']:.3g}"
-                  f"  model utility {row['tofu/model_utility']:.3f}{leak}{collapsed}")
+        print_summary(summary)
         return summary
     return None
 
@@ -528,7 +511,7 @@ def make_parser() -> TrlParser:
     """The experiment's arguments, with the defaults of its offline run (the built-in tiny model on a CPU;
     examples/configs/tofu_llama2.yaml sets the paper's)."""
     parser = TrlParser((TOFUScriptArguments, NPOConfig, ModelConfig))
-    parser.set_defaults(output_dir="results/tofu", num_train_epochs=10, learning_rate=3e-4,
+    parser.set_defaults(output_dir="results/tofu", num_train_epochs=15, learning_rate=3e-4,
                         per_device_train_batch_size=32, lr_scheduler_type="constant", logging_steps=5,
                         save_strategy="no", report_to="none", gradient_checkpointing=False, beta=0.1, max_length=128)
     return parser

@@ -1,12 +1,12 @@
 """examples/tofu.py: the whole pipeline on a tiny configuration, its ZeRO-3 unlearning stage, and the real files."""
 
-import importlib.util
 import json
 import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
@@ -48,7 +48,9 @@ def test_every_stage_writes_its_outputs(tiny_run):
                     assert value is not None and math.isfinite(value), (method, key, value)
             assert 0 <= row["privacy/mia_min_k_auc"] <= 1 and row["privacy/privleak"] is not None
     results = json.loads((tiny_run / "results.json").read_text())
-    assert set(results["best"]) == set(methods) and all("collapsed" in row for row in results["best"].values())
+    assert set(results["best"]) == set(methods) and results["seeds"] == [42]  # one run with --seed
+    assert all("collapsed" in row for best in results["best"].values() for row in best.values())
+    assert all(len(spread) == 2 for spread in results["spread"].values())
     assert 0.0 <= results["sanity_check_retain_vs_retain"] <= 1.0
     assert set(results["retain_privacy"]["auc"]) == {"loss", "zlib", "min_k", "min_k_plus_plus"}
     assert "privacy/privleak" in (tiny_run / "results.csv").read_text().splitlines()[0]
@@ -168,6 +170,11 @@ def test_stage_arguments_that_cannot_run_are_refused():
         tofu.check_arguments(tofu.TOFUScriptArguments(finetuned_model="f"), ModelConfig())
     with pytest.raises(ValueError, match="--prompt_format 'llama' is unknown"):
         tofu.check_arguments(tofu.TOFUScriptArguments(prompt_format="llama"), ModelConfig())
+    for seeds in ([], [0, 1, 0]):
+        with pytest.raises(ValueError, match="give distinct seeds"):
+            tofu.check_arguments(tofu.TOFUScriptArguments(seeds=seeds), ModelConfig())
+    with pytest.raises(ValueError, match="leave --seed out of --seeds"):  # refused before anything trains
+        tofu.main(tofu.TOFUScriptArguments(seeds=[0, 42], sanity_check=True), tofu.NPOConfig(output_dir="unused"))
 
 
 def test_lora_unlearning_stage_saves_adapters_and_reports(tiny_run):
@@ -181,20 +188,57 @@ def test_lora_unlearning_stage_saves_adapters_and_reports(tiny_run):
     assert len(json.loads((tiny_run / "samples.json").read_text())["forget"]["simnpo"]) == 3
 
 
-def test_best_epoch_needs_half_the_utility_and_flags_a_collapsed_model():
-    spec = importlib.util.spec_from_file_location("tofu_example", SCRIPT)
-    tofu_example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tofu_example)
+def test_seeds_unlearn_once_per_seed_and_report_the_spread(tiny_run):
+    """--seeds: one run per method and seed in unlearn/<method>/seed<k>/, the report over seeds, and with
+    --sanity_check one more retain model per seed, each scored against the first."""
+    run_example(tiny_run, "--methods", "npo+rt", "ga", "--seeds", "0", "1", "--sanity_check", "true")
+    runs = {method: [[json.loads(line) for line in (tiny_run / "unlearn" / method / f"seed{seed}" /
+                                                    "tofu_metrics.jsonl").open()] for seed in (0, 1)]
+            for method in ("npo+rt", "ga")}
+    for first, second in runs.values():
+        assert len(first) == len(second) == 2 and first[0] == {**second[0], "eval_timing": ANY}  # one start
+    first, second = runs["npo+rt"]
+    assert first[1]["tofu/retain_prob"] != second[1]["tofu/retain_prob"]  # the seed drew other retain rows
+    results = json.loads((tiny_run / "results.json").read_text())
+    assert results["seeds"] == [0, 1] and set(results["best"]["ga"]) == {"0", "1"}
+    spread = results["spread"]["ga"][1]["tofu/forget_quality"]
+    fqs = [rows[1]["tofu/forget_quality"] for rows in runs["ga"]]
+    assert (spread["min"], spread["max"]) == (min(fqs), max(fqs))
+    assert set(results["sanity_check_retain_vs_retain"]) == {"0", "1"}
+    assert all((tiny_run / f"retain_sanity_seed{seed}" / "config.json").exists() for seed in (0, 1))
+    lines = (tiny_run / "results.csv").read_text().splitlines()
+    assert lines[0].startswith("method,seed,epoch,step,") and len(lines) == 1 + 2 * 2 * 2
 
-    def row(epoch, fq, mu):
-        return {"epoch": epoch, "tofu/forget_quality": fq, "tofu/model_utility": mu}
 
-    # GA-like: forget quality peaks on a collapsed model; the best epoch is the best one that kept utility
-    rows = [row(0, 1e-20, 0.8), row(1, 0.01, 0.6), row(2, 0.3, 0.1), row(3, 0.2, 0.0)]
-    best = tofu_example.best_row(rows, finetuned_utility=0.8)
-    assert best["epoch"] == 1 and not best["collapsed"]
-    # the threshold is half the fine-tuned model's utility, inclusive
-    assert tofu_example.best_row([row(0, 1e-20, 0.8), row(1, 0.5, 0.4)], 0.8)["epoch"] == 1
-    # every epoch after the first collapsed and the first is not better: the peak is reported, flagged
-    collapsed = tofu_example.best_row([row(1, 0.3, 0.1), row(2, 0.2, 0.0)], finetuned_utility=0.8)
-    assert collapsed["epoch"] == 1 and collapsed["collapsed"]
+REDUCED = ["--num_authors", "40", "--qa_per_author", "10", "--hidden_size", "64", "--num_layers", "2",
+           "--vocab_size", "800", "--pretrain_epochs", "10", "--finetune_epochs", "30", "--finetune_batch_size", "128",
+           "--finetune_learning_rate", "5e-3", "--num_train_epochs", "6", "--per_device_train_batch_size", "8",
+           "--retain_weight", "3", "--max_new_tokens", "8", "--privacy", "false", "--methods", "npo+rt", "ga",
+           "--seeds", "0", "1", "--disable_tqdm", "true"]
+
+
+@pytest.mark.slow
+def test_the_papers_findings_hold_in_every_seed_of_a_reduced_setting(tmp_path):
+    """Findings 1-2 of the offline default (README, "Results over seeds") on a smaller model and data, over two
+    unlearning seeds: NPO+RT reaches forget quality ≥ 0.05 while keeping ≥ 0.9× the fine-tuned model's utility at
+    some epoch of every seed; GA has lost more than half of it by the end of every seed, and the report's best GA
+    epoch is one whose model kept half of it."""
+    command = [sys.executable, str(SCRIPT), "--output_dir", str(tmp_path), *REDUCED]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    finetuned = results["finetuned"]["tofu/model_utility"]
+    assert results["finetuned"]["tofu/forget_quality"] < 0.01 and finetuned > 0.5  # it learned the forget authors
+    npo_rt, ga = results["per_epoch"]["npo+rt"], results["per_epoch"]["ga"]
+    assert list(npo_rt) == list(ga) == ["0", "1"]
+    trajectories = {json.dumps([r["tofu/forget_quality"] for r in rows]) for rows in npo_rt.values()}
+    assert len(trajectories) > 1  # the seed reaches the unlearning stage
+    for seed, rows in npo_rt.items():
+        forgot_and_kept = [r for r in rows if r["tofu/forget_quality"] >= 0.05
+                           and r["tofu/model_utility"] >= 0.9 * finetuned]
+        assert forgot_and_kept, (seed, [(r["tofu/forget_quality"], r["tofu/model_utility"]) for r in rows])
+        assert results["best"]["npo+rt"][seed]["tofu/forget_quality"] >= 0.05
+    for seed, rows in ga.items():
+        assert rows[-1]["tofu/model_utility"] < 0.5 * finetuned, (seed, rows[-1]["tofu/model_utility"])
+        best = results["best"]["ga"][seed]
+        assert not best["collapsed"] and best["tofu/model_utility"] >= 0.5 * finetuned and best["step"] > 0
