@@ -61,7 +61,8 @@ def tofu_child(sizes: Sizes, workdir: str) -> dict:
     stats = load_reference_stats(os.path.join(out, "retain_stats.json"))
     shutil.rmtree(path)
     start = time.perf_counter()
-    tofu.unlearn(script_args, args, model_args, "npo", os.path.join(out, "full"), splits, eval_sets, stats, path)
+    tofu.unlearn(script_args, args, model_args, "npo", args.seed, os.path.join(out, "full"), splits, eval_sets, stats,
+                 path)
     stage_seconds = time.perf_counter() - start
     with open(os.path.join(path, "tofu_metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
