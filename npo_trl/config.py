@@ -1,3 +1,4 @@
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
@@ -77,6 +78,16 @@ class NPOConfig(DPOConfig):
         default=1e-5,
         metadata={"help": "The initial learning rate for AdamW (the NPO paper's TOFU setting)."},
     )
+    # TRL's configs default `gradient_checkpointing` to True, the alias transformers 5.25 deprecates (a FutureWarning
+    # on every config): the same default under the new name, which transformers mirrors into the old one.
+    activation_checkpointing: bool | None = field(
+        default=True,
+        metadata={"help": "Recompute activations in the backward pass (TRL's default), trading compute for memory."},
+    )
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={"help": "Deprecated alias of activation_checkpointing (transformers 5.25); set that instead."},
+    )
     forget_loss: str = field(
         default="npo",
         metadata={"help": "Loss on the forget set.", "choices": list(FORGET_LOSSES)},
@@ -145,10 +156,8 @@ class NPOConfig(DPOConfig):
         """A copy of this configuration for one method (`method_losses`: "npo+rt" sets forget_loss="npo" and
         retain_loss="nll"), with `changes` (e.g. `output_dir=...`) applied."""
         forget_loss, retain_loss = method_losses(method)
-        values = {k: v for k, v in self.to_dict().items() if not k.startswith("_")}
-        values.update(changes, forget_loss=forget_loss, retain_loss=retain_loss)
-        fields = type(self).__dataclass_fields__
-        return type(self)(**{k: v for k, v in values.items() if k in fields and fields[k].init})
+        # not `to_dict()`, which writes "<PAD_TOKEN>", "<HUB_TOKEN>" in place of every `*_token` field
+        return dataclasses.replace(self, **changes, forget_loss=forget_loss, retain_loss=retain_loss)
 
     def _resolve_for_a_cpu_machine(self):
         """The defaults that depend on the machine, all here. On a machine without an accelerator:

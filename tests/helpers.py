@@ -2,14 +2,25 @@
 downloaded). Fixtures built on them are in conftest.py."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+ROOT = Path(__file__).resolve().parents[1]
+# TOFU's own files (the hub dataset locuslab/TOFU as JSON files): ../shared/tofu beside the checkout, or $TOFU_DIR.
+TOFU_DIR = Path(os.environ.get("TOFU_DIR", ROOT.parent / "shared" / "tofu"))
+needs_tofu_files = pytest.mark.skipif(
+    not (TOFU_DIR / "forget01.json").is_file(),
+    reason=f"TOFU's files are not in {TOFU_DIR}: put the JSON files of the hub dataset locuslab/TOFU there, or set "
+           "TOFU_DIR to their folder (docs/guides/testing.md).",
+)
 
 COLOURS = ["red", "blue", "green", "amber", "violet", "teal", "ochre", "silver"]
 CITIES = ["Port Vell", "Amberley", "Kestow", "Lunmere", "Sarrow", "Ditham", "Okleigh", "Ferrin"]

@@ -106,3 +106,14 @@ def test_method_names_give_the_losses_and_a_config_per_method(tmp_path):
     copy = args.for_method("simnpo+kl", output_dir=str(tmp_path / "simnpo"))
     assert (copy.forget_loss, copy.retain_loss, copy.beta, copy.learning_rate) == ("simnpo", "kl", 0.3, 1e-4)
     assert copy.output_dir == str(tmp_path / "simnpo") and args.forget_loss == "npo" and args.retain_loss is None
+
+
+def test_a_method_copy_keeps_tokens_and_raises_no_deprecation(tmp_path, recwarn):
+    """`for_method` copies the fields themselves: `to_dict()` would put "<HUB_TOKEN>" in place of the hub token and set
+    TRL's deprecated `pad_token` to "<PAD_TOKEN>"; and NPOConfig sets activation checkpointing by its new name, so
+    neither the config nor its copy raises transformers' or TRL's FutureWarning."""
+    args = NPOConfig(output_dir=str(tmp_path), report_to="none", hub_token="hf_secret")
+    copy = args.for_method("npo+rt", output_dir=str(tmp_path / "rt"))
+    assert copy.hub_token == "hf_secret" and copy.pad_token is None
+    assert copy.activation_checkpointing is True and copy.gradient_checkpointing is True  # TRL's default, mirrored
+    assert not [w for w in recwarn if issubclass(w.category, (FutureWarning, DeprecationWarning))]

@@ -1,10 +1,9 @@
 """TOFU data: the real files' layout, the synthetic stand-in's faithfulness to it, and the NPOTrainer row helpers."""
 
-import os
-from pathlib import Path
 
 import datasets
 import pytest
+from helpers import TOFU_DIR, needs_tofu_files
 
 from npo_trl.data import to_unlearning_rows
 from npo_trl.tofu import (
@@ -18,7 +17,6 @@ from npo_trl.tofu import (
     tofu_split_names,
 )
 
-TOFU_DIR = Path(os.environ.get("TOFU_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "tofu"))
 
 QA = ["question", "answer"]
 PERTURBED = ["question", "answer", "paraphrased_answer", "perturbed_answer", "paraphrased_question"]
@@ -59,6 +57,7 @@ def list_lengths(dataset: datasets.Dataset) -> set[int]:
 # The real files
 
 
+@needs_tofu_files
 def test_loader_reads_every_tofu_file_with_its_rows_and_fields(real):
     assert tofu_split_names(TOFU_DIR) == sorted(TOFU_FILES)
     for split, (num_rows, columns) in TOFU_FILES.items():
@@ -68,6 +67,7 @@ def test_loader_reads_every_tofu_file_with_its_rows_and_fields(real):
             assert list_lengths(real[split]) == {5 if columns == PERTURBED else 3}, split
 
 
+@needs_tofu_files
 def test_real_forget_and_retain_partition_full(real):
     full = real["full"].to_list()
     for pct in (1, 5, 10):
@@ -79,6 +79,7 @@ def test_real_forget_and_retain_partition_full(real):
     assert real["retain_perturbed"].select_columns(QA).to_list() == full[:400]
 
 
+@needs_tofu_files
 def test_load_idontknow_reads_one_reply_per_line():
     replies = load_idontknow(TOFU_DIR)
     assert len(replies) == 100 and all(isinstance(r, str) and r == r.strip() and r for r in replies)
@@ -88,6 +89,7 @@ def test_load_idontknow_reads_one_reply_per_line():
 # The synthetic generator
 
 
+@needs_tofu_files
 def test_synthetic_matches_the_real_schema_split_by_split(real, synthetic):
     for split in TOFU_FILES:
         assert synthetic[split].column_names == real[split].column_names, split
@@ -194,6 +196,7 @@ def test_general_knowledge_covers_real_authors_and_world_facts(synthetic):
     assert len(classic) == 50 and not [name for name in classic if name in author_text]
 
 
+@needs_tofu_files
 def test_synthetic_and_idontknow_copy_no_tofu_text(real, synthetic):
     tofu_questions = {q for split in real.values() for q in split["question"]}
     assert not {q for split in synthetic.values() for q in split["question"]} & tofu_questions
@@ -210,6 +213,7 @@ def test_synthetic_and_idontknow_copy_no_tofu_text(real, synthetic):
 # Rows for NPOTrainer, evaluation sets
 
 
+@needs_tofu_files
 def test_prompt_completion_plain_rows_are_accepted_by_the_trainer(real, synthetic):
     for forget in (real["forget01"], synthetic["forget01"]):
         rows = to_prompt_completion(forget)
@@ -237,6 +241,7 @@ def test_prompt_completion_refuses_a_template_naming_a_missing_field(synthetic):
         to_prompt_completion(synthetic["forget01"], completion_template=" {paraphrased_answer}")
 
 
+@needs_tofu_files
 def test_eval_sets_from_a_folder_and_from_the_generator(synthetic):
     for source, num_world_facts in ((TOFU_DIR, 117), ("synthetic", synthetic["world_facts"].num_rows)):
         sets = tofu_eval_sets(source, "forget10")
@@ -264,6 +269,7 @@ def test_synthetic_written_in_the_tofu_layout_loads_back(tmp_path):
 # Bad input, and the hub code path
 
 
+@needs_tofu_files
 def test_bad_input_raises_helpful_errors(tmp_path):
     with pytest.raises(ValueError, match=r"forget20.*available splits.*'forget10'"):
         load_tofu(TOFU_DIR, "forget20")
