@@ -11,7 +11,7 @@ import torch
 from ..eval import privacy, scoring
 from ..eval.evaluator import Evaluator
 from ..eval.runner import batches, evaluation_model, gather_rows, length_sorted, shard
-from ..prompts import _tokenizer
+from ..prompts import tokenizer_of
 from .data import EVAL_SETS, check_rows
 from .metrics import criterion, cut_answer, knowmem_prompt, rouge_l_f1
 from .settings import MUSEEvalSettings
@@ -70,7 +70,7 @@ class MUSEEvaluator(Evaluator):
                              "give both sets, or neither.")
         for name, rows in eval_sets.items():
             check_rows(rows, *EVAL_SETS[name])
-        tokenizer = _tokenizer(processing_class)
+        tokenizer = tokenizer_of(processing_class)
         self.processing_class, self.settings = processing_class, settings or MUSEEvalSettings()
         verbmem_max_new_tokens = self.settings.verbmem_max_new_tokens
         self.generation_sets = {}  # name → (prompt ids, reference texts, per-row new-token limits, is KnowMem)
@@ -127,7 +127,7 @@ class MUSEEvaluator(Evaluator):
         row order. A VerbMem continuation is `verbmem_max_new_tokens` long, or as long as a shorter reference (MUSE's
         references are never shorter); a KnowMem answer is cut at the next question."""
         prompts, references, limits, is_knowmem = self.generation_sets[name]
-        tokenizer, device = _tokenizer(self.processing_class), _device(model, accelerator)
+        tokenizer, device = tokenizer_of(self.processing_class), scoring.model_device(model, accelerator)
         indices = shard(len(prompts), accelerator)
         order = length_sorted(indices, [len(p) for p in prompts])
         scores = []
@@ -153,7 +153,7 @@ class MUSEEvaluator(Evaluator):
         """Per text, the LOSS, Min-K% and Min-K%++ scores over every token after the first (MUSE's `input_ids[1:]`:
         the first, BOS, is not predicted), and ZLib."""
         ids, texts = self.privleak_sets[name]
-        pad_id, device = scoring.pad_id_of(self.processing_class), _device(model, accelerator)
+        pad_id, device = scoring.pad_id_of(self.processing_class), scoring.model_device(model, accelerator)
         indices = shard(len(ids), accelerator)
         order = length_sorted(indices, [len(i) for i in ids])
         columns = []
@@ -187,10 +187,6 @@ class MUSEEvaluator(Evaluator):
                 metric.removeprefix("muse/") not in self.generation_sets:
             raise ValueError(f"metric_for_best_model={metric!r} needs its evaluation sets in eval_sets "
                              "(npo_trl.muse.muse_eval_sets reads them).")
-
-
-def _device(model, accelerator):
-    return accelerator.device if accelerator is not None else scoring._device(model)
 
 
 def privleak_fingerprint(privleak_sets: dict) -> str:

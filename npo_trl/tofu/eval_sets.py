@@ -151,7 +151,7 @@ def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, settings: TOF
     settings, timer = settings or TOFUEvalSettings(), timer or PassTimer()
     batch_size, mask_pad_tokens = settings.batch_size, settings.mask_pad_tokens
     pad_id = scoring.pad_id_of(processing_class)
-    device = accelerator.device if accelerator is not None else scoring._device(model)
+    device = scoring.model_device(model, accelerator)
     indices = shard(len(eval_set), accelerator)
     order = length_sorted(indices, eval_set.lengths)
     num_candidates = len(eval_set.candidates[0])
