@@ -14,7 +14,7 @@ from tokenizers import processors
 from npo_trl import NPOConfig, NPOTrainer
 from npo_trl.eval.scoring import generate_answers
 from npo_trl.muse import MUSECallback, MUSEEvalSettings, MUSEEvaluator, compute_reference_stats, muse_eval_sets
-from npo_trl.muse.evaluator import METRICS
+from npo_trl.muse.evaluator import METRICS, decode_continuations
 from npo_trl.muse.metrics import cut_answer, knowmem_prompt, rouge_l_f1
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +100,33 @@ def test_bad_eval_sets_name_the_fix(muse):
         settings = MUSEEvalSettings(knowmem_trailing_space=trailing)
         prompts = MUSEEvaluator(tokenizer, sets, settings=settings).generation_sets["knowmem_retain"][0]
         assert tokenizer.decode(prompts[0], skip_special_tokens=True).endswith(ending)
+
+
+def test_verbmem_scores_the_whole_decode_of_the_generated_ids(tokenizer):
+    """MUSE decodes the generated ids once. Re-encoding the decoded, stripped text and cutting it to as many tokens
+    (what the evaluator did) lost words: " lives" is one token, "lives" at the start of a text three, so the four
+    generated tokens re-encoded and cut to four dropped "Kestow."."""
+    generated = tokenizer(" lives in Kestow.", add_special_tokens=False)["input_ids"]
+    re_encoded = tokenizer("lives in Kestow.", add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(re_encoded[:len(generated)]).strip() == "lives in"  # the old cut dropped "Kestow."
+    row = generated + [tokenizer.eos_token_id, tokenizer.pad_token_id]  # a row of generate_ids: EOS, then padding
+    assert decode_continuations(tokenizer, [row, row, row], [len(generated), len(row), 2]) == [
+        "lives in Kestow.", "lives in Kestow.", "lives in"]
+
+
+def test_privleak_texts_are_scored_whole_unless_a_length_is_set(muse):
+    """MUSE scores every token of a PrivLeak text; open-unlearning cut them at 2048 tokens, as npo-trl did."""
+    _, sets, tokenizer, _, target, _ = muse
+    long_text = " ".join(sets["privleak_forget"]["text"])
+    while len(tokenizer(long_text)["input_ids"]) <= 2100:
+        long_text += " " + long_text
+    privleak = {"privleak_forget": [{"text": long_text}, *sets["privleak_forget"]],
+                "privleak_holdout": sets["privleak_holdout"]}
+    whole = MUSEEvaluator(tokenizer, privleak)
+    assert whole.privleak_sets["privleak_forget"][0][0] == tokenizer(long_text)["input_ids"]
+    cut = MUSEEvaluator(tokenizer, privleak, settings=MUSEEvalSettings(privleak_max_length=2048))
+    assert cut.privleak_sets["privleak_forget"][0][0] == tokenizer(long_text)["input_ids"][:2048]
+    assert 0 <= whole.evaluate(target)["muse/mia_min_k_auc"] <= 1
 
 
 def test_callback_logs_selects_and_refuses(muse, tmp_path):

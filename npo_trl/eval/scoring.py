@@ -199,11 +199,10 @@ def reference_kl(model, ref_model, prompts: Sequence[list[int]], completions: Se
 
 
 @torch.no_grad()
-def generate_answers(model, processing_class, prompts: Sequence[list[int]], max_new_tokens: int = 200,
-                     synced_gpus: bool = False, device=None, mask_pad_tokens: bool = False, timer=None,
-                     strip: bool = True) -> list[str]:
-    """Greedy answers to a batch of left-padded prompts, stopping at EOS; the new tokens, decoded (special tokens
-    skipped, surrounding whitespace stripped unless `strip=False`). `mask_pad_tokens` as for `_collate`; `timer` (a
+def generate_ids(model, processing_class, prompts: Sequence[list[int]], max_new_tokens: int = 200,
+                 synced_gpus: bool = False, device=None, mask_pad_tokens: bool = False, timer=None) -> torch.Tensor:
+    """Greedy continuations of a batch of left-padded prompts, stopping at EOS: the new token ids, (rows, new tokens),
+    padded with the pad token after a row's EOS. `mask_pad_tokens` as for `_collate`; `timer` (a
     `npo_trl.eval.runner.PassTimer`) counts the "generated_tokens" (up to each answer's EOS)."""
     tokenizer, pad_id = tokenizer_of(processing_class), pad_id_of(processing_class)
     eos_token_id = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -219,5 +218,15 @@ def generate_answers(model, processing_class, prompts: Sequence[list[int]], max_
                          synced_gpus=synced_gpus)[:, input_ids.size(1):]
     if timer is not None:
         timer.count("generated_tokens", (out != pad_id).sum().item())
-    answers = tokenizer.batch_decode(out, skip_special_tokens=True)
+    return out
+
+
+@torch.no_grad()
+def generate_answers(model, processing_class, prompts: Sequence[list[int]], max_new_tokens: int = 200,
+                     synced_gpus: bool = False, device=None, mask_pad_tokens: bool = False, timer=None,
+                     strip: bool = True) -> list[str]:
+    """`generate_ids`' greedy answers, decoded (special tokens skipped, surrounding whitespace stripped unless
+    `strip=False`)."""
+    out = generate_ids(model, processing_class, prompts, max_new_tokens, synced_gpus, device, mask_pad_tokens, timer)
+    answers = tokenizer_of(processing_class).batch_decode(out, skip_special_tokens=True)
     return [answer.strip() for answer in answers] if strip else answers

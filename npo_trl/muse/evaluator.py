@@ -4,6 +4,7 @@ or several processes, with the evaluation core (`npo_trl.eval`)."""
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -124,23 +125,25 @@ class MUSEEvaluator(Evaluator):
 
     def _rouge(self, model, name, accelerator, synced_gpus) -> np.ndarray:
         """Per row, the ROUGE-L F1 of the greedy generation for its prompt against its reference, on every process, in
-        row order. A VerbMem continuation is `verbmem_max_new_tokens` long, or as long as a shorter reference (MUSE's
-        references are never shorter); a KnowMem answer is cut at the next question."""
+        row order. A VerbMem continuation is `verbmem_max_new_tokens` generated tokens, or as many as a shorter
+        reference has (MUSE's references are never shorter), decoded once (`decode_continuations`); a KnowMem answer
+        is cut at the next question."""
         prompts, references, limits, is_knowmem = self.generation_sets[name]
         tokenizer, device = tokenizer_of(self.processing_class), scoring.model_device(model, accelerator)
         indices = shard(len(prompts), accelerator)
         order = length_sorted(indices, [len(p) for p in prompts])
         scores = []
         for rows in batches(indices, order, self.settings.batch_size, self.progress, f"generating {name}"):
+            batch_prompts, max_new_tokens = [prompts[i] for i in rows], max(limits[i] for i in rows)
             with self.timer("generate"):
-                answers = scoring.generate_answers(model, self.processing_class, [prompts[i] for i in rows],
-                                                   max(limits[i] for i in rows), synced_gpus, device,
-                                                   timer=self.timer, strip=not is_knowmem)
-            if is_knowmem:  # MUSE cuts the raw decoded text: an answer that opens a new example is empty
-                answers = [cut_answer(a) for a in answers]
-            else:
-                answers = [tokenizer.decode(tokenizer(a, add_special_tokens=False)["input_ids"][:limits[i]]).strip()
-                           for a, i in zip(answers, rows)]
+                if is_knowmem:  # MUSE cuts the raw decoded text: an answer that opens a new example is empty
+                    answers = [cut_answer(a) for a in scoring.generate_answers(
+                        model, self.processing_class, batch_prompts, max_new_tokens, synced_gpus, device,
+                        timer=self.timer, strip=False)]
+                else:
+                    answers = decode_continuations(tokenizer, scoring.generate_ids(
+                        model, self.processing_class, batch_prompts, max_new_tokens, synced_gpus, device,
+                        timer=self.timer).tolist(), [limits[i] for i in rows])
             scores.append(torch.tensor(rouge_l_f1(answers, [references[i] for i in rows]), device=device))
         return gather_rows(torch.cat(scores).double()[:, None], order, accelerator, len(prompts))[:, 0]
 
@@ -187,6 +190,15 @@ class MUSEEvaluator(Evaluator):
                 metric.removeprefix("muse/") not in self.generation_sets:
             raise ValueError(f"metric_for_best_model={metric!r} needs its evaluation sets in eval_sets "
                              "(npo_trl.muse.muse_eval_sets reads them).")
+
+
+def decode_continuations(tokenizer, generated_ids: Sequence[Sequence[int]], limits: Sequence[int]) -> list[str]:
+    """The VerbMem continuations MUSE scores: each row's first `limit` generated token ids, decoded once (special
+    tokens skipped) and stripped. Cutting the ids, not a re-encoding of the decoded text, keeps every generated word:
+    decoding and encoding again need not give the same tokens (with its leading space stripped off, a one-token
+    " lives" may become "li" + "v" + "es"), so a text cut after re-encoding can lose its last words."""
+    return [tokenizer.decode(ids[:limit], skip_special_tokens=True).strip()
+            for ids, limit in zip(generated_ids, limits, strict=True)]
 
 
 def privleak_fingerprint(privleak_sets: dict) -> str:
