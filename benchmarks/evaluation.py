@@ -44,11 +44,10 @@ def tofu_child(sizes: Sizes, workdir: str) -> dict:
     apply_threads(sizes)
     sys.path.insert(0, EXAMPLES)
     import tofu
-
     from transformers import AutoTokenizer
 
     from npo_trl.prompts import tokenize_qa
-    from npo_trl.tofu import TOFUEvaluator, load_reference_stats
+    from npo_trl.tofu import TOFUEvalSettings, TOFUEvaluator, load_reference_stats
 
     argv = example_argv(sizes, workdir)
     script_args, args, model_args = tofu.make_parser().parse_args_and_config(args=argv)
@@ -70,19 +69,22 @@ def tofu_child(sizes: Sizes, workdir: str) -> dict:
     train_start = timings[0]["end"]  # the first evaluation runs at on_train_begin
     evaluations = [{"seconds": t["seconds"]["total"], "step": row["step"],
                     "parts": {**t["seconds"], **t["counts"]}} for t, row in zip(timings, rows, strict=True)]
-    settings = dict(max_new_tokens=script_args.max_new_tokens,
-                    generation_batch_size=script_args.eval_generation_batch_size,
-                    **tofu.evaluation_settings(script_args))
+    settings = TOFUEvalSettings(max_samples=script_args.max_samples, sample_seed=script_args.eval_seed,
+                                batch_size=script_args.eval_batch_size,
+                                generation_batch_size=script_args.eval_generation_batch_size,
+                                max_new_tokens=script_args.max_new_tokens, prompt_format=script_args.prompt_format,
+                                token_boundary=script_args.token_boundary,
+                                mask_pad_tokens=script_args.mask_pad_tokens)  # the example's evaluation settings
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(out, "full"))
-    evaluator = TOFUEvaluator(tokenizer, eval_sets, stats, **settings)
+    evaluator = TOFUEvaluator(tokenizer, eval_sets, stats, settings)
     without_privacy = TOFUEvaluator(tokenizer, {k: v for k, v in eval_sets.items() if k != "holdout"}, stats,
-                                    **settings)
+                                    settings)
     forget_tokens = sum(len(p) + len(c) for p, c in (tokenize_qa(tokenizer, row["question"], row["answer"])
                                                       for row in splits["forget"]))
     first = evaluations[0]
     first.update(rows={name: len(s) for name, s in evaluator.sets.items()},
                  sequences_scored=sum(len(s) * len(s.candidates[0]) for s in evaluator.sets.values()),
-                 batch_size=evaluator.batch_size, max_new_tokens=evaluator.max_new_tokens)
+                 batch_size=evaluator.settings.batch_size, max_new_tokens=evaluator.settings.max_new_tokens)
     batch = args.per_device_train_batch_size
     stage = {"seconds": stage_seconds, "train_seconds": timings[-1]["end"] - train_start + first["seconds"],
              "build_seconds": stage_seconds - (timings[-1]["end"] - train_start + first["seconds"]),
@@ -180,7 +182,7 @@ def measure_evaluation(sizes: Sizes, workdir: str, log=print) -> dict:
     record.update(share_without_generation=floor, allowed_evaluation=allowed)
     record.update(status="ok", one_evaluation=t_eval, train_epoch=t_epoch, share_run=share_run, share=share,
                   steps_per_epoch=steps_per_epoch)
-    record.update(_epochs_per_evaluation(record))
+    record.update(epochs_per_evaluation(record))
     record.update(work_shares(record))
     log(f"  one evaluation {t_eval:.1f} s; train epoch {t_epoch:.1f} s; share {share:.0%} (run {share_run:.0%})")
     return record
@@ -205,7 +207,7 @@ def work_shares(ev: dict) -> dict:
                                                               + n * least_seconds)}
 
 
-def _epochs_per_evaluation(ev: dict) -> dict:
+def epochs_per_evaluation(ev: dict) -> dict:
     """Evaluating once every k epochs meets the target when t_eval ≤ s/(1-s)·k·t_epoch: the smallest such k, with
     the evaluation as measured and with its generation left out."""
     ratio_needed = EVAL_SHARE_TARGET / (1 - EVAL_SHARE_TARGET)

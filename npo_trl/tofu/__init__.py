@@ -1,5 +1,6 @@
 """TOFU (Maini et al. 2024) benchmark support: its data (hub, local folder, or an offline synthetic stand-in), its
-formulas, its evaluator, and `TOFUCallback` for evaluation during training. Names are imported on first use."""
+formulas, its evaluator and its settings (`TOFUEvalSettings`), and `TOFUCallback` for evaluation during training.
+Names are imported on first use."""
 
 import importlib
 
@@ -14,6 +15,7 @@ _EXPORTS = {
     "tofu_split_names": "data",
     "TOFUCallback": "callback",
     "TOFUEvaluator": "evaluator",
+    "TOFUEvalSettings": "settings",
     "compute_reference_stats": "reference",
     "load_reference_stats": "reference",
 }
