@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import TOFU_DIR, needs_tofu_files
 
 from npo_trl.cli import main as cli
 from npo_trl.scripts import eval_tofu, unlearn
 from npo_trl.tofu import TOFUEvalSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-TOFU_DIR = Path(os.environ.get("TOFU_DIR", ROOT.parent / "shared" / "tofu"))
 TRAIN = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--report_to", "none", "--save_strategy", "no",
          "--logging_steps", "1", "--learning_rate", "1e-3", "--disable_tqdm", "true"]
 
@@ -52,6 +52,7 @@ def test_lora_and_a_recipe_file(tmp_path, finetuned_dir, cli_files):
     assert json.loads((tmp_path / "lora" / "adapter_config.json").read_text())["r"] == 4
 
 
+@needs_tofu_files
 def test_eval_tofu_on_local_files(tmp_path, finetuned_dir):
     """The toy model (its own byte-level tokenizer reads any text) as both the evaluated and the retain model."""
     out = tmp_path / "metrics.json"
@@ -86,8 +87,10 @@ def test_bad_input_is_refused_naming_the_fix(tmp_path, finetuned_dir, cli_files,
     (tmp_path / "rows.txt").write_text("a\n")
     with pytest.raises(ValueError, match=r"a local file must be one of \['.csv', '.json', '.jsonl', '.parquet'\]"):
         unlearn.load_rows(str(tmp_path / "rows.txt"), None, "train", "--dataset_name")
+    (tmp_path / "tofu").mkdir()
+    (tmp_path / "tofu" / "forget10.json").write_text("[]")  # a folder in TOFU's layout, without forget20
     with pytest.raises(ValueError, match="Unknown TOFU split 'forget20_perturbed'.*available splits.*'forget10'"):
-        eval_tofu.main(eval_tofu.TOFUEvalArguments(dataset=str(TOFU_DIR), forget_split="forget20"),
+        eval_tofu.main(eval_tofu.TOFUEvalArguments(dataset=str(tmp_path / "tofu"), forget_split="forget20"),
                        TOFUEvalSettings(), ModelConfig(model_name_or_path=finetuned_dir))
     with pytest.raises(ValueError, match="pass one"):
         eval_tofu.main(eval_tofu.TOFUEvalArguments(retain_model="r", reference_stats="s"), TOFUEvalSettings(),
