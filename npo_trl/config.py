@@ -79,10 +79,12 @@ class NPOConfig(DPOConfig):
         metadata={"help": "The initial learning rate for AdamW (the NPO paper's TOFU setting)."},
     )
     # TRL's configs default `gradient_checkpointing` to True, the alias transformers 5.25 deprecates (a FutureWarning
-    # on every config): the same default under the new name, which transformers mirrors into the old one.
+    # on every config): the same default under the new name (set in __post_init__ when neither name is given, so that
+    # a user's `gradient_checkpointing=False` still counts), which transformers mirrors into the old one.
     activation_checkpointing: bool | None = field(
-        default=True,
-        metadata={"help": "Recompute activations in the backward pass (TRL's default), trading compute for memory."},
+        default=None,
+        metadata={"help": "Recompute activations in the backward pass, trading compute for memory. Default: True "
+                          "(TRL's default)."},
     )
     gradient_checkpointing: bool | None = field(
         default=None,
@@ -126,6 +128,8 @@ class NPOConfig(DPOConfig):
     )
 
     def __post_init__(self):
+        if self.activation_checkpointing is None and self.gradient_checkpointing is None:
+            self.activation_checkpointing = True
         if isinstance(self.retain_loss, str) and self.retain_loss.lower() in ("none", "null", ""):
             self.retain_loss = None
         if self.forget_loss not in FORGET_LOSSES:

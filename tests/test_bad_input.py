@@ -38,7 +38,7 @@ def test_any_forget_set_trains_or_is_refused_by_name(tmp_path_factory, finetuned
     if not pad_token:
         tok.pad_token = None
     args = NPOConfig(output_dir=str(tmp_path_factory.mktemp("run")), per_device_train_batch_size=2, max_steps=1,
-                     max_length=48, report_to="none", save_strategy="no", gradient_checkpointing=False,
+                     max_length=48, report_to="none", save_strategy="no", activation_checkpointing=False,
                      logging_steps=1, forget_loss="ga", disable_tqdm=True)
     model = AutoModelForCausalLM.from_pretrained(finetuned_dir)
     with warnings.catch_warnings(record=True) as caught:

@@ -117,3 +117,6 @@ def test_a_method_copy_keeps_tokens_and_raises_no_deprecation(tmp_path, recwarn)
     assert copy.hub_token == "hf_secret" and copy.pad_token is None
     assert copy.activation_checkpointing is True and copy.gradient_checkpointing is True  # TRL's default, mirrored
     assert not [w for w in recwarn if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    with pytest.warns(FutureWarning, match="`gradient_checkpointing` is deprecated"):  # the old name still counts
+        assert NPOConfig(output_dir=str(tmp_path), report_to="none", gradient_checkpointing=False
+                         ).activation_checkpointing is False

@@ -124,7 +124,7 @@ def test_npo_trainer_trains_on_chunked_forget_and_retain_text(tmp_path, muse_tok
     retain = chunk_texts(data["raw"]["retain1"]["text"], muse_tokenizer, max_length)
     args = NPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=3, retain_loss="nll",
                      learning_rate=1e-3, report_to="none", save_strategy="no", logging_steps=1, max_length=max_length,
-                     gradient_checkpointing=False)
+                     activation_checkpointing=False)
     tiny_llama(len(muse_tokenizer)).save_pretrained(tmp_path / "model")
     trainer = NPOTrainer(str(tmp_path / "model"), args=args, train_dataset=forget, retain_dataset=retain,
                          processing_class=muse_tokenizer)

@@ -1,6 +1,7 @@
 """MUSEEvaluator, compute_reference_stats and MUSECallback on tiny models trained on synthetic MUSE text."""
 
 import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -136,7 +137,7 @@ def test_callback_logs_selects_and_refuses(muse, tmp_path):
     stats = compute_reference_stats(retrain, tokenizer, sets, SETTINGS)
     forget = chunk_texts(data["raw"]["forget"]["text"], tokenizer, 64)
     args = NPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_train_epochs=2, learning_rate=1e-3,
-                     report_to="none", gradient_checkpointing=False, logging_steps=1, max_length=64, seed=0,
+                     report_to="none", activation_checkpointing=False, logging_steps=1, max_length=64, seed=0,
                      eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
                      metric_for_best_model="muse/knowmem_retain", greater_is_better=True)
     callback = MUSECallback(tokenizer, sets, reference_stats=stats, settings=SETTINGS)
@@ -147,7 +148,7 @@ def test_callback_logs_selects_and_refuses(muse, tmp_path):
     steps_per_epoch = -(-len(forget) // 4)
     assert [h["step"] for h in logged] == [0, steps_per_epoch, 2 * steps_per_epoch]
     assert logged[0]["muse/privleak"] < -70 and logged[-1]["muse/verbmem_forget"] < logged[0]["muse/verbmem_forget"]
-    rows = [json.loads(line) for line in open(tmp_path / "muse_metrics.jsonl")]
+    rows = [json.loads(line) for line in (tmp_path / "muse_metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [h["step"] for h in logged] and "eval_timing" in rows[0]
     assert trainer.state.best_metric == max(h["muse/knowmem_retain"] for h in logged[1:])
 
@@ -156,8 +157,8 @@ def test_callback_logs_selects_and_refuses(muse, tmp_path):
                                      ("muse/knowmem_retain", False, "better when higher"),
                                      ("muse/verbmem_forget", True, "better when lower: set greater_is_better=False"),
                                      ("muse/abs_privleak", False, "needs the retrain model's AUCs")]:
-        bad = NPOConfig(**{**args.to_dict(), "metric_for_best_model": metric, "greater_is_better": greater,
-                           "output_dir": str(tmp_path / "bad")})
+        bad = dataclasses.replace(args, metric_for_best_model=metric, greater_is_better=greater,
+                                  output_dir=str(tmp_path / "bad"))
         bad_trainer = NPOTrainer(target_dir, args=bad, train_dataset=forget, eval_dataset=forget,
                                  processing_class=tokenizer,
                                  callbacks=[MUSECallback(tokenizer, sets, settings=SETTINGS)])

@@ -13,7 +13,7 @@ from npo_trl import NPOConfig, NPOTrainer
 
 def config(output_dir, **kwargs):
     defaults = dict(output_dir=str(output_dir), per_device_train_batch_size=2, learning_rate=1e-3, max_steps=4,
-                    logging_steps=1, report_to="none", gradient_checkpointing=False, save_strategy="no", seed=0,
+                    logging_steps=1, report_to="none", activation_checkpointing=False, save_strategy="no", seed=0,
                     retain_loss="nll", retain_batch_size=3)
     return NPOConfig(**{**defaults, **kwargs})
 

@@ -22,7 +22,7 @@ SCRIPT = str(ROOT / "tests" / "scripts" / "tofu_callback.py")
 
 def config(tmp_path, **kwargs):
     defaults = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, learning_rate=2e-3, logging_steps=1,
-                    report_to="none", gradient_checkpointing=False, save_strategy="no", seed=0)
+                    report_to="none", activation_checkpointing=False, save_strategy="no", seed=0)
     return NPOConfig(**{**defaults, **kwargs})
 
 

@@ -13,7 +13,7 @@ from npo_trl import NPOConfig, NPOTrainer
 
 def config(tmp_path, **kwargs):
     defaults = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, learning_rate=1e-3, max_steps=6,
-                    logging_steps=1, report_to="none", gradient_checkpointing=False, save_strategy="no",
+                    logging_steps=1, report_to="none", activation_checkpointing=False, save_strategy="no",
                     replacement_answers=["I don't know.", "I have no idea."], seed=0)
     return NPOConfig(**{**defaults, **kwargs})
 

@@ -34,7 +34,7 @@ def main(model_dir, retrain_dir, data_dir, output_dir, batch_size):
     retrain_model = AutoModelForCausalLM.from_pretrained(retrain_dir, dtype=torch.float32)
     args = NPOConfig(output_dir=output_dir, per_device_train_batch_size=int(batch_size), max_steps=2,
                      learning_rate=2e-3, logging_steps=1, report_to="none", save_strategy="no", seed=0,
-                     gradient_checkpointing=False, max_length=64)
+                     activation_checkpointing=False, max_length=64)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     trainer = NPOTrainer(model, args=args, train_dataset=forget, processing_class=tokenizer)
     # Odd batch sizes, so the two runs pad their batches differently.

@@ -31,7 +31,7 @@ def main(model_dir, sets_path, output_dir, batch_size):
     retain_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     args = NPOConfig(output_dir=output_dir, per_device_train_batch_size=int(batch_size), max_steps=2,
                      learning_rate=2e-3, logging_steps=1, report_to="none", save_strategy="no", seed=0,
-                     gradient_checkpointing=False)
+                     activation_checkpointing=False)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     trainer = NPOTrainer(model, args=args, train_dataset=forget, processing_class=tokenizer)
 
