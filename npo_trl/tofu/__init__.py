@@ -16,6 +16,13 @@ _EXPORTS = {
     "TOFUEvaluator": "evaluator",
     "compute_reference_stats": "reference",
     "load_reference_stats": "reference",
+    "evaluation_sets": "splits",
+    "fine_tune_rows": "splits",
+    "idk_answers": "splits",
+    "keep_authors": "splits",
+    "known_facts": "splits",
+    "load_splits": "splits",
+    "tokenizer_corpus": "splits",
 }
 __all__ = sorted(_EXPORTS)
 
