@@ -13,8 +13,29 @@ next stage finds the same files on each. The heavy libraries are imported when a
 import json
 import os
 import shutil
+from dataclasses import dataclass, field
 
 MODEL_FILES = ("config.json", "adapter_config.json")  # a whole model, or LoRA adapters
+
+
+@dataclass
+class TinyLlamaArguments:
+    r"""
+    The built-in base model of an experiment run without a given model: a small Llama built from a config
+    (`tiny_llama`) for a byte-level BPE tokenizer trained on the experiment's data (`train_tokenizer`).
+
+    Parameters:
+        hidden_size (`int`, *optional*, defaults to `128`):
+            Hidden size; the MLP is 4 times as wide, with one attention head per 64 dimensions.
+        num_layers (`int`, *optional*, defaults to `4`):
+            Number of decoder layers.
+        vocab_size (`int`, *optional*, defaults to `2048`):
+            Size of the tokenizer's vocabulary, special tokens included.
+    """
+
+    hidden_size: int = field(default=128, metadata={"help": "Built-in model: hidden size."})
+    num_layers: int = field(default=4, metadata={"help": "Built-in model: number of layers."})
+    vocab_size: int = field(default=2048, metadata={"help": "Built-in model: size of the BPE vocabulary trained here."})
 
 
 def is_done(path: str) -> bool:
@@ -156,6 +177,25 @@ def save_arguments(output_dir: str, **arguments) -> None:
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "arguments.json"), "w") as f:
         json.dump(values, f, indent=1, default=str)
+
+
+def experiment_parser(dataclass_types, **defaults):
+    """TRL's `TrlParser` over `dataclass_types` (e.g. a script's arguments, its evaluation settings, `NPOConfig` and
+    `trl.ModelConfig`) with the unlearning defaults of an experiment run offline on a CPU (a constant learning rate, a
+    log line every 5 steps, no checkpoints, no reporting, no gradient checkpointing, beta 0.1), then `defaults`."""
+    from trl import TrlParser
+
+    parser = TrlParser(dataclass_types)
+    parser.set_defaults(lr_scheduler_type="constant", logging_steps=5, save_strategy="no", report_to="none",
+                        gradient_checkpointing=False, beta=0.1, **defaults)
+    return parser
+
+
+def run_script(main, parser) -> None:
+    """A script's entry point: `main` called with the dataclasses `parser` fills from the command line (and its
+    --config file), then `close_processes`."""
+    main(*parser.parse_args_and_config())
+    close_processes()
 
 
 def close_processes() -> None:

@@ -93,3 +93,16 @@ def plot_criteria(criteria: dict, path: str) -> None:
         ax.set_xlabel(xlabel), ax.set_ylabel("×100")
     axes[0].set_title("C5 scalability"), axes[1].set_title("C6 sustainability"), axes[0].legend(fontsize=7)
     fig.tight_layout(), fig.savefig(path, dpi=110), plt.close(fig)
+
+
+def write_report(out: str, table: dict[str, list[dict]], reference: dict[str, dict], criteria: dict | None = None,
+                 **extra) -> dict:
+    """Every file of a report in `out`: `summarize(table, reference, criteria, **extra)` as results.json, with
+    results.csv and table3.md (`write_results`), `fig_per_epoch.png` and, with `criteria`, `fig_c5_c6.png`. Returns
+    the summary."""
+    summary = summarize(table, reference, criteria, **extra)
+    write_results(out, summary)
+    plot_per_epoch(summary, os.path.join(out, "fig_per_epoch.png"))
+    if criteria:
+        plot_criteria(criteria, os.path.join(out, "fig_c5_c6.png"))
+    return summary

@@ -102,6 +102,19 @@ def write_results(out: str, table: dict, summary: dict) -> None:
         json.dump(summary, f, indent=1)
 
 
+def write_report(out: str, table: dict, title: str, privacy: bool = True, **extra) -> dict:
+    """Every file of a report in `out`: `summarize(table, **extra)` as results.json, results.csv (`write_results`),
+    Figure 5 (`fig5_tradeoff.png`), Figure 6 (`fig6_per_epoch.png`) and, with `privacy`, `fig_privacy.png`, their
+    titles starting with `title`. Returns the summary."""
+    summary = summarize(table, **extra)
+    write_results(out, table, summary)
+    plot_tradeoff(summary, os.path.join(out, "fig5_tradeoff.png"), f"{title}: forget quality vs model utility")
+    plot_per_epoch(summary, os.path.join(out, "fig6_per_epoch.png"), title)
+    if privacy:
+        plot_privacy(summary, os.path.join(out, "fig_privacy.png"), title)
+    return summary
+
+
 def format_summary(summary: dict) -> str:
     """The summary as text: per method, each seed's best epoch (forget quality, model utility, PrivLeak), its
     forget-quality peak when that is a collapsed model's, the range over seeds, and the sanity check's forget quality
