@@ -214,7 +214,7 @@ def measure_evaluation(sizes: Sizes, workdir: str, log=print) -> dict:
     record.update(share_without_generation=floor, allowed_evaluation=allowed)
     record.update(status="ok", one_evaluation=t_eval, train_epoch=t_epoch, share_run=share_run, share=share,
                   steps_per_epoch=steps_per_epoch)
-    record.update(_epochs_per_evaluation(record))
+    record.update(epochs_per_evaluation(record))
     record.update(work_shares(record))
     log(f"  one evaluation {t_eval:.1f} s; train epoch {t_epoch:.1f} s; share {share:.0%} (run {share_run:.0%})")
     return record
@@ -239,7 +239,7 @@ def work_shares(ev: dict) -> dict:
                                                               + n * least_seconds)}
 
 
-def _epochs_per_evaluation(ev: dict) -> dict:
+def epochs_per_evaluation(ev: dict) -> dict:
     """Evaluating once every k epochs meets the target when t_eval ≤ s/(1-s)·k·t_epoch: the smallest such k, with
     the evaluation as measured and with its generation left out."""
     ratio_needed = EVAL_SHARE_TARGET / (1 - EVAL_SHARE_TARGET)

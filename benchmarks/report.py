@@ -10,7 +10,7 @@ import statistics
 
 import torch
 
-from benchmarks.evaluation import _epochs_per_evaluation, work_shares
+from benchmarks.evaluation import epochs_per_evaluation, work_shares
 from benchmarks.sizes import CONFIGS, EVAL_SHARE_TARGET, TARGETS, on_gpu
 
 FINDINGS_MARKER = "<!-- Written by hand below this line; benchmarks/step_cost.py keeps it. -->"
@@ -29,7 +29,7 @@ def write_results(path: str, markdown: str) -> None:
 
 
 def evaluation_markdown(ev: dict) -> list[str]:
-    ev = {**ev, **_epochs_per_evaluation(ev)}
+    ev = {**ev, **epochs_per_evaluation(ev)}
     evals, stage = ev["evaluations"], ev["stages"][-1]
     first = evals[0]
     rows = ", ".join(f"{name} {n}" for name, n in first["rows"].items())

@@ -12,7 +12,7 @@ Each fine-tuned model is evaluated (every metric; forget quality against its ret
 with npo-trl's defaults, then with one difference at a time: the reference evaluator's token boundary, its attention
 mask over pad tokens, TOFU's original row selection (the first 300) and a seeded 300-row subset. The tokenizer is the
 examples' (`npo_trl.stages.train_tokenizer`), trained on the data. Nothing is patched: every variant is a
-TOFUEvaluator argument.
+TOFUEvalSettings value.
 """
 
 import argparse
@@ -28,6 +28,7 @@ from trl import SFTConfig, SFTTrainer
 
 from npo_trl.stages import train_tokenizer
 from npo_trl.tofu import (
+    TOFUEvalSettings,
     TOFUEvaluator,
     compute_reference_stats,
     load_tofu,
@@ -42,13 +43,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZEPHYR_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
                    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 FORMATS = {"Question/Answer (tofu_phi)": "tofu_phi", "chat, pad = end of turn (chat_system)": "chat_system"}
-VARIANTS = {  # name -> TOFUEvaluator settings changed from npo-trl's defaults
+VARIANTS = {  # name -> TOFUEvalSettings fields changed from npo-trl's defaults
     "npo-trl default (every row)": {},
     "token_boundary='prompt_length'": {"token_boundary": "prompt_length"},
     "mask_pad_tokens=True": {"mask_pad_tokens": True},
     "both (the reference evaluator)": {"token_boundary": "prompt_length", "mask_pad_tokens": True},
-    "first 300 rows (TOFU's code)": {"max_samples": 300, "seed": None},
-    "300 random rows (seed 0)": {"max_samples": 300, "seed": 0},
+    "first 300 rows (TOFU's code)": {"max_samples": 300, "sample_seed": None},
+    "300 random rows (seed 0)": {"max_samples": 300, "sample_seed": 0},
 }
 SHOWN = ["tofu/forget_quality", "tofu/model_utility", "tofu/forget_prob", "tofu/forget_rouge",
          "tofu/forget_truth_ratio", "tofu/retain_prob", "tofu/retain_rouge", "tofu/world_facts_prob"]
@@ -92,11 +93,11 @@ def measure(tofu_dir: str, epochs: float, max_new_tokens: int, workdir: str, for
         retain = fine_tune(tokenizer, splits["retain"], prompt_format, epochs, 0, os.path.join(workdir, "retain"))
         log(f"{label}: trained in {time.perf_counter() - start:.0f} s")
         results[label] = {}
-        for variant, settings in VARIANTS.items():
-            settings = {"prompt_format": prompt_format, "batch_size": 32, **settings}
-            stats = compute_reference_stats(retain, tokenizer, splits["eval"]["forget"], **settings)
-            evaluator = TOFUEvaluator(tokenizer, splits["eval"], reference_stats=stats, max_new_tokens=max_new_tokens,
-                                      generation_batch_size=128, **settings)
+        for variant, changes in VARIANTS.items():
+            settings = TOFUEvalSettings(prompt_format=prompt_format, batch_size=32, generation_batch_size=128,
+                                        max_new_tokens=max_new_tokens, **changes)
+            stats = compute_reference_stats(retain, tokenizer, splits["eval"]["forget"], settings)
+            evaluator = TOFUEvaluator(tokenizer, splits["eval"], reference_stats=stats, settings=settings)
             results[label][variant] = evaluator.evaluate(model)
             log(f"  {variant}: " + ", ".join(f"{k[5:]} {results[label][variant][k]:.4g}" for k in SHOWN))
     return results

@@ -118,14 +118,15 @@ def format_qa(prompt_format: PromptFormat, fields: dict[str, Any]):
     return system + [{"role": "user", "content": prompt}], [{"role": "assistant", "content": completion}]
 
 
-def _tokenizer(processing_class):
+def tokenizer_of(processing_class):
+    """The tokenizer of a processing class: a processor's `tokenizer`, or the tokenizer itself."""
     return getattr(processing_class, "tokenizer", processing_class)
 
 
 def _ids(processing_class, text, prompt_format: PromptFormat, add_generation_prompt: bool = False) -> list[int]:
     """Token ids of a plain string (the tokenizer's special tokens added) or of messages (the chat template)."""
     if not prompt_format.chat:
-        return list(_tokenizer(processing_class)(text)["input_ids"])
+        return list(tokenizer_of(processing_class)(text)["input_ids"])
     out = processing_class.apply_chat_template(text, tokenize=True, return_dict=True,
                                                add_generation_prompt=add_generation_prompt,
                                                **prompt_format.chat_template_kwargs)
@@ -134,7 +135,7 @@ def _ids(processing_class, text, prompt_format: PromptFormat, add_generation_pro
 
 
 def _check_chat_template(processing_class, prompt_format: PromptFormat) -> None:
-    if prompt_format.chat and getattr(_tokenizer(processing_class), "chat_template", None) is None:
+    if prompt_format.chat and getattr(tokenizer_of(processing_class), "chat_template", None) is None:
         raise ValueError("A chat prompt_format needs a tokenizer with a chat_template: set one, or use a plain format "
                          "such as 'plain', 'tofu_llama2' or 'tofu_phi'.")
 
@@ -159,7 +160,7 @@ def tokenize_qa(processing_class, question: str, answer: str, prompt_format: "st
     prompt_format = get_prompt_format(prompt_format) if isinstance(prompt_format, str) else prompt_format
     if token_boundary not in TOKEN_BOUNDARIES:
         raise ValueError(f"token_boundary={token_boundary!r} is unknown: use one of {list(TOKEN_BOUNDARIES)}.")
-    tokenizer = _tokenizer(processing_class)
+    tokenizer = tokenizer_of(processing_class)
     prefix = prompt_ids if prompt_ids is not None else generation_prompt_ids(processing_class, question, prompt_format)
     prompt, completion = format_qa(prompt_format, {"question": question, "answer": answer})
     full = _ids(processing_class, prompt + (completion if prompt_format.chat else completion + tokenizer.eos_token),

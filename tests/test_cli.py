@@ -11,6 +11,7 @@ import pytest
 
 from npo_trl.cli import main as cli
 from npo_trl.scripts import eval_tofu, unlearn
+from npo_trl.tofu import TOFUEvalSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 TOFU_DIR = Path(os.environ.get("TOFU_DIR", ROOT.parent / "shared" / "tofu"))
@@ -59,6 +60,7 @@ def test_eval_tofu_on_local_files(tmp_path, finetuned_dir):
          "--output_json", str(out)])
     result = json.loads(out.read_text())
     assert result["rows"] == {"forget": 6, "retain": 6, "real_authors": 6, "world_facts": 6, "holdout": 6}
+    assert result["settings"] == TOFUEvalSettings(max_samples=6, max_new_tokens=4).to_dict()  # parsed as one value
     metrics = result["metrics"]
     assert metrics["tofu/forget_quality"] == 1.0  # the same model as the reference
     assert 0 <= metrics["tofu/model_utility"] <= 1 and metrics["privacy/mia_reference_auc"] == 0.5
@@ -86,9 +88,9 @@ def test_bad_input_is_refused_naming_the_fix(tmp_path, finetuned_dir, cli_files,
         unlearn.load_rows(str(tmp_path / "rows.txt"), None, "train", "--dataset_name")
     with pytest.raises(ValueError, match="Unknown TOFU split 'forget20_perturbed'.*available splits.*'forget10'"):
         eval_tofu.main(eval_tofu.TOFUEvalArguments(dataset=str(TOFU_DIR), forget_split="forget20"),
-                       ModelConfig(model_name_or_path=finetuned_dir))
+                       TOFUEvalSettings(), ModelConfig(model_name_or_path=finetuned_dir))
     with pytest.raises(ValueError, match="pass one"):
-        eval_tofu.main(eval_tofu.TOFUEvalArguments(retain_model="r", reference_stats="s"),
+        eval_tofu.main(eval_tofu.TOFUEvalArguments(retain_model="r", reference_stats="s"), TOFUEvalSettings(),
                        ModelConfig(model_name_or_path=finetuned_dir))
     with pytest.raises(SystemExit, match="name the benchmark"):
         cli(["eval", "muse"])

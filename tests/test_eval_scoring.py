@@ -7,6 +7,7 @@ from helpers import tiny_llama, toy_eval_sets
 
 from npo_trl.eval.scoring import can_share_prefix, candidate_logps, reference_kl, sequence_logps
 from npo_trl.prompts import tokenize_qa
+from npo_trl.tofu import TOFUEvalSettings
 from npo_trl.tofu.eval_sets import TOFUEvalSet, score_eval_set
 
 
@@ -71,7 +72,7 @@ def test_sliding_window_and_recurrent_models_keep_the_unshared_path(tokenizer):
         candidate_logps(mistral, [[1, 5, 6, 7], [1, 5, 6]], [[20, 2], [21, 2]], 2, 0)
     # score_eval_set takes the unshared path for it: each candidate's score is sequence_logps' own.
     eval_set = TOFUEvalSet("world_facts", toy_eval_sets()["world_facts"], tokenizer)
-    scores = score_eval_set(mistral, tokenizer, eval_set, batch_size=3, max_new_tokens=4)
+    scores = score_eval_set(mistral, tokenizer, eval_set, TOFUEvalSettings(batch_size=3, max_new_tokens=4))
     pairs = eval_set.candidates[2]
     direct = sequence_logps(mistral, *zip(*pairs), 0).double().numpy()
     np.testing.assert_allclose(scores["answer_logps"][2], direct[0], rtol=1e-6)

@@ -13,12 +13,13 @@ from tokenizers import processors
 
 from npo_trl import NPOConfig, NPOTrainer
 from npo_trl.eval.scoring import generate_answers
-from npo_trl.muse import MUSECallback, MUSEEvaluator, compute_reference_stats, muse_eval_sets
-from npo_trl.muse.evaluator import METRICS
+from npo_trl.muse import MUSECallback, MUSEEvalSettings, MUSEEvaluator, compute_reference_stats, muse_eval_sets
+from npo_trl.muse.evaluator import METRICS, decode_continuations
 from npo_trl.muse.metrics import cut_answer, knowmem_prompt, rouge_l_f1
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = dict(verbmem_max_new_tokens=24, knowmem_max_new_tokens=8, knowmem_trailing_space=False, batch_size=5)
+SETTINGS = MUSEEvalSettings(verbmem_max_new_tokens=24, knowmem_max_new_tokens=8, knowmem_trailing_space=False,
+                            batch_size=5)
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +38,12 @@ def muse(tmp_path_factory):
 def test_target_leaks_and_remembers_more_than_the_retrain_model(muse, tmp_path):
     _, sets, tokenizer, _, target, retrain = muse
     cache = tmp_path / "retrain_stats.json"
-    stats = compute_reference_stats(retrain, tokenizer, sets, cache_path=cache, batch_size=5)
+    stats = compute_reference_stats(retrain, tokenizer, sets, MUSEEvalSettings(batch_size=5), cache_path=cache)
     assert json.loads(cache.read_text()) == stats
-    assert compute_reference_stats(None, tokenizer, sets, cache_path=cache, batch_size=5) == stats  # from the cache
-    evaluator = MUSEEvaluator(tokenizer, sets, stats, **SETTINGS)
+    assert compute_reference_stats(None, tokenizer, sets, SETTINGS, cache_path=cache) == stats  # from the cache
+    with pytest.raises(ValueError, match="min_k_fraction=0.4 there, 0.2 here.*delete the cache file at"):
+        compute_reference_stats(None, tokenizer, sets, MUSEEvalSettings(min_k_fraction=0.2), cache_path=cache)
+    evaluator = MUSEEvaluator(tokenizer, sets, stats, SETTINGS)
     on_target, on_retrain = evaluator.evaluate(target), evaluator.evaluate(retrain)
     assert set(on_target) == set(METRICS)
     # the target saw the forget articles: every attack singles them out, PrivLeak near -100 (MUSE's target: -99.8)
@@ -54,7 +57,7 @@ def test_target_leaks_and_remembers_more_than_the_retrain_model(muse, tmp_path):
     shots = [(row["question"], row["answer"]) for row in sets["knowmem_retain_icl"]]
     prompts = [tokenizer(knowmem_prompt(row["question"], shots).rstrip(" "))["input_ids"]
                for row in sets["knowmem_retain"]]
-    answers = [cut_answer(a) for a in generate_answers(target, tokenizer, prompts, SETTINGS["knowmem_max_new_tokens"])]
+    answers = [cut_answer(a) for a in generate_answers(target, tokenizer, prompts, SETTINGS.knowmem_max_new_tokens)]
     assert on_target["muse/knowmem_retain"] == pytest.approx(
         100 * rouge_l_f1(answers, sets["knowmem_retain"]["answer"]).mean())
     timing = evaluator.timer.summary()
@@ -63,11 +66,13 @@ def test_target_leaks_and_remembers_more_than_the_retrain_model(muse, tmp_path):
 
 def test_privleak_needs_the_retrain_models_statistics(muse):
     _, sets, tokenizer, _, target, retrain = muse
-    no_stats = MUSEEvaluator(tokenizer, sets, **SETTINGS).evaluate(target)
+    no_stats = MUSEEvaluator(tokenizer, sets, settings=SETTINGS).evaluate(target)
     assert no_stats["muse/privleak"] is None and no_stats["muse/mia_min_k_auc"] > 0.9  # never a constant
-    stats = compute_reference_stats(retrain, tokenizer, sets, batch_size=5)
+    stats = compute_reference_stats(retrain, tokenizer, sets, MUSEEvalSettings(batch_size=5))
+    with pytest.raises(ValueError, match="privleak_max_length=None there, 16 here.*recompute"):
+        MUSEEvaluator(tokenizer, sets, stats, MUSEEvalSettings(privleak_max_length=16))
     with pytest.raises(ValueError, match="other PrivLeak texts"):
-        MUSEEvaluator(tokenizer, sets, stats, max_length=16)
+        MUSEEvaluator(tokenizer, {**sets, "privleak_forget": sets["privleak_forget"].select(range(3))}, stats)
     with pytest.raises(ValueError, match="no retrain-model Min-K% AUC"):
         MUSEEvaluator(tokenizer, sets, {"auc": {"loss": 0.5}})
     with pytest.raises(ValueError, match="no PrivLeak sets"):
@@ -86,29 +91,55 @@ def test_bad_eval_sets_name_the_fix(muse):
         MUSEEvaluator(tokenizer, {"privleak_forget": sets["privleak_forget"]})
     with pytest.raises(ValueError, match=r"verbmem/forget has columns \['text'\] but needs \['prompt', 'gt'\]"):
         MUSEEvaluator(tokenizer, {"verbmem_forget": sets["privleak_forget"]})
-    with pytest.raises(ValueError, match="min_k_fraction must be in"):
-        MUSEEvaluator(tokenizer, sets, min_k_fraction=0)
     no_bos = copy.deepcopy(tokenizer)  # a tokenizer that adds no BOS token: a one-token text has nothing to score
     no_bos.backend_tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     with pytest.raises(ValueError, match="'privleak_forget', row 0: its text is under 2 tokens"):
         MUSEEvaluator(no_bos, {**sets, "privleak_forget": [{"text": "a"}]})
     # MUSE's KnowMem prompt ends with "Answer: "; knowmem_trailing_space=False drops that space
     for trailing, ending in ((True, "Answer: "), (False, "Answer:")):
-        prompts = MUSEEvaluator(tokenizer, sets, knowmem_trailing_space=trailing).generation_sets["knowmem_retain"][0]
+        settings = MUSEEvalSettings(knowmem_trailing_space=trailing)
+        prompts = MUSEEvaluator(tokenizer, sets, settings=settings).generation_sets["knowmem_retain"][0]
         assert tokenizer.decode(prompts[0], skip_special_tokens=True).endswith(ending)
+
+
+def test_verbmem_scores_the_whole_decode_of_the_generated_ids(tokenizer):
+    """MUSE decodes the generated ids once. Re-encoding the decoded, stripped text and cutting it to as many tokens
+    (what the evaluator did) lost words: " lives" is one token, "lives" at the start of a text three, so the four
+    generated tokens re-encoded and cut to four dropped "Kestow."."""
+    generated = tokenizer(" lives in Kestow.", add_special_tokens=False)["input_ids"]
+    re_encoded = tokenizer("lives in Kestow.", add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(re_encoded[:len(generated)]).strip() == "lives in"  # the old cut dropped "Kestow."
+    row = generated + [tokenizer.eos_token_id, tokenizer.pad_token_id]  # a row of generate_ids: EOS, then padding
+    assert decode_continuations(tokenizer, [row, row, row], [len(generated), len(row), 2]) == [
+        "lives in Kestow.", "lives in Kestow.", "lives in"]
+
+
+def test_privleak_texts_are_scored_whole_unless_a_length_is_set(muse):
+    """MUSE scores every token of a PrivLeak text; open-unlearning cut them at 2048 tokens, as npo-trl did."""
+    _, sets, tokenizer, _, target, _ = muse
+    long_text = " ".join(sets["privleak_forget"]["text"])
+    while len(tokenizer(long_text)["input_ids"]) <= 2100:
+        long_text += " " + long_text
+    privleak = {"privleak_forget": [{"text": long_text}, *sets["privleak_forget"]],
+                "privleak_holdout": sets["privleak_holdout"]}
+    whole = MUSEEvaluator(tokenizer, privleak)
+    assert whole.privleak_sets["privleak_forget"][0][0] == tokenizer(long_text)["input_ids"]
+    cut = MUSEEvaluator(tokenizer, privleak, settings=MUSEEvalSettings(privleak_max_length=2048))
+    assert cut.privleak_sets["privleak_forget"][0][0] == tokenizer(long_text)["input_ids"][:2048]
+    assert 0 <= whole.evaluate(target)["muse/mia_min_k_auc"] <= 1
 
 
 def test_callback_logs_selects_and_refuses(muse, tmp_path):
     data, sets, tokenizer, target_dir, _, retrain = muse
     from npo_trl.muse import chunk_texts
 
-    stats = compute_reference_stats(retrain, tokenizer, sets, batch_size=5)
+    stats = compute_reference_stats(retrain, tokenizer, sets, SETTINGS)
     forget = chunk_texts(data["raw"]["forget"]["text"], tokenizer, 64)
     args = NPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_train_epochs=2, learning_rate=1e-3,
                      report_to="none", gradient_checkpointing=False, logging_steps=1, max_length=64, seed=0,
                      eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
                      metric_for_best_model="muse/knowmem_retain", greater_is_better=True)
-    callback = MUSECallback(tokenizer, sets, reference_stats=stats, **SETTINGS)
+    callback = MUSECallback(tokenizer, sets, reference_stats=stats, settings=SETTINGS)
     trainer = NPOTrainer(target_dir, args=args, train_dataset=forget, eval_dataset=forget, processing_class=tokenizer,
                          callbacks=[callback])
     trainer.train()
@@ -128,7 +159,8 @@ def test_callback_logs_selects_and_refuses(muse, tmp_path):
         bad = NPOConfig(**{**args.to_dict(), "metric_for_best_model": metric, "greater_is_better": greater,
                            "output_dir": str(tmp_path / "bad")})
         bad_trainer = NPOTrainer(target_dir, args=bad, train_dataset=forget, eval_dataset=forget,
-                                 processing_class=tokenizer, callbacks=[MUSECallback(tokenizer, sets, **SETTINGS)])
+                                 processing_class=tokenizer,
+                                 callbacks=[MUSECallback(tokenizer, sets, settings=SETTINGS)])
         with pytest.raises(ValueError, match=message):
             bad_trainer.train()
 

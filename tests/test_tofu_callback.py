@@ -12,8 +12,8 @@ from transformers import AutoModelForCausalLM
 
 from npo_trl import NPOConfig, NPOTrainer
 from npo_trl.eval.privacy import PRIVACY_METRICS
+from npo_trl.tofu import TOFUEvalSettings, compute_reference_stats
 from npo_trl.tofu.callback import TOFUCallback
-from npo_trl.tofu import compute_reference_stats
 from npo_trl.tofu.metrics import METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def test_best_checkpoint_by_forget_quality(tmp_path, finetuned_dir, tokenizer, f
     sets = toy_eval_sets()
     # The model before unlearning stands in for the retain model: forget quality is 1 at step 0, then drops.
     stats = compute_reference_stats(AutoModelForCausalLM.from_pretrained(finetuned_dir), tokenizer, sets["forget"])
-    callback = TOFUCallback(tokenizer, sets, reference_stats=stats, max_new_tokens=12)
+    callback = TOFUCallback(tokenizer, sets, reference_stats=stats, settings=TOFUEvalSettings(max_new_tokens=12))
     args = config(tmp_path, num_train_epochs=3, learning_rate=5e-4, eval_strategy="epoch",
                   save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="tofu/forget_quality",
                   greater_is_better=True)
@@ -69,7 +69,7 @@ def test_best_checkpoint_by_forget_quality(tmp_path, finetuned_dir, tokenizer, f
 
 
 def test_without_eval_dataset_the_callback_evaluates_at_its_own_steps(tmp_path, finetuned, tokenizer, forget_ds):
-    callback = TOFUCallback(tokenizer, toy_eval_sets(), eval_steps=2, max_new_tokens=8)
+    callback = TOFUCallback(tokenizer, toy_eval_sets(), settings=TOFUEvalSettings(max_new_tokens=8), eval_steps=2)
     trainer = NPOTrainer(finetuned, args=config(tmp_path, forget_loss="ga", max_steps=4), train_dataset=forget_ds,
                          processing_class=tokenizer, callbacks=[callback])
     trainer.train()
@@ -97,10 +97,11 @@ def test_misconfigurations_are_refused_before_training(tmp_path, finetuned, toke
         ("privacy/privleak", "best value is the retain model's"),
         ("privacy/forget_exact_memorization", "needs the 'holdout' set"),
     ]
+    short = TOFUEvalSettings(max_new_tokens=4)
     for metric, message in cases:
         args = config(tmp_path, forget_loss="ga", max_steps=1, metric_for_best_model=metric, **best)
         trainer = NPOTrainer(finetuned, args=args, train_dataset=forget_ds, eval_dataset=forget_ds,
-                             processing_class=tokenizer, callbacks=[TOFUCallback(tokenizer, sets, max_new_tokens=4)])
+                             processing_class=tokenizer, callbacks=[TOFUCallback(tokenizer, sets, settings=short)])
         with pytest.raises(ValueError, match=message):
             trainer.train()
         assert trainer.state.global_step == 0

@@ -3,13 +3,14 @@
 import json
 import math
 import random
+import re
 
 import pytest
 from datasets import Dataset, concatenate_datasets
 from helpers import fine_tune, tiny_llama, toy_eval_sets, toy_qa, toy_tofu_rows
 
 from npo_trl.eval.privacy import ATTACKS, PRIVACY_METRICS
-from npo_trl.tofu import TOFUEvaluator, compute_reference_stats
+from npo_trl.tofu import TOFUEvalSettings, TOFUEvaluator, compute_reference_stats
 from npo_trl.tofu.metrics import METRICS
 
 
@@ -19,8 +20,8 @@ def test_evaluator_reports_every_metric_and_forget_quality_against_reference_sta
     stats = compute_reference_stats(finetuned, tokenizer, sets["forget"], cache_path=str(cache))
     assert len(stats["truth_ratios"]) == len(sets["forget"]) and json.loads(cache.read_text()) == stats
 
-    metrics = TOFUEvaluator(tokenizer, sets, reference_stats=str(cache), max_new_tokens=12).evaluate(
-        finetuned, ref_model=finetuned)
+    metrics = TOFUEvaluator(tokenizer, sets, reference_stats=str(cache),
+                            settings=TOFUEvalSettings(max_new_tokens=12)).evaluate(finetuned, ref_model=finetuned)
     assert set(metrics) == set(METRICS + PRIVACY_METRICS)
     assert all(metrics[k] is not None and math.isfinite(metrics[k]) for k in METRICS)
     assert all(metrics[k] is None for k in PRIVACY_METRICS)  # no holdout set: no privacy metrics
@@ -29,16 +30,28 @@ def test_evaluator_reports_every_metric_and_forget_quality_against_reference_sta
     assert metrics["tofu/forget_prob"] > 0.9 and metrics["tofu/forget_rouge"] == 1.0
     assert 0 < metrics["tofu/model_utility"] <= 1
 
-    # The cache is read back (not recomputed) for the same rows and model ...
+    # The cache is read back (not recomputed) for the same rows, model and scoring settings (batch sizes and
+    # generation length do not change the statistics) ...
     cached = dict(stats, truth_ratios=[9.0] * len(sets["forget"]))
     cache.write_text(json.dumps(cached))
-    assert compute_reference_stats(finetuned, tokenizer, sets["forget"], cache_path=str(cache)) == cached
-    # ... and statistics of other rows are refused.
-    with pytest.raises(ValueError, match="recompute"):
-        TOFUEvaluator(tokenizer, sets, reference_stats=stats, max_samples=4)
+    speed = TOFUEvalSettings(batch_size=2, generation_batch_size=5, max_new_tokens=3)
+    assert compute_reference_stats(finetuned, tokenizer, sets["forget"], speed, cache_path=str(cache)) == cached
+    # ... a cache written under other scoring settings is refused, naming the field and the fix ...
+    with pytest.raises(ValueError, match=r"mask_pad_tokens=False there, True here.*delete the cache file at " +
+                       re.escape(str(cache))):
+        compute_reference_stats(finetuned, tokenizer, sets["forget"], TOFUEvalSettings(mask_pad_tokens=True),
+                                cache_path=str(cache))
+    # ... and so are statistics of other settings given to an evaluator.
+    with pytest.raises(ValueError, match="max_samples=None there, 4 here.*recompute"):
+        TOFUEvaluator(tokenizer, sets, reference_stats=stats, settings=TOFUEvalSettings(max_samples=4))
+    with pytest.raises(ValueError, match=r"min_k_fraction=0.4 there, 0.2 here.*delete the cache file at " +
+                       re.escape(str(cache))):
+        TOFUEvaluator(tokenizer, sets, reference_stats=str(cache), settings=TOFUEvalSettings(min_k_fraction=0.2))
+    with pytest.raises(ValueError, match="no settings fingerprint.*recompute"):
+        TOFUEvaluator(tokenizer, sets, reference_stats={k: v for k, v in stats.items() if k != "settings_fingerprint"})
     # Without statistics, no forget quality, clearly.
-    assert TOFUEvaluator(tokenizer, {"forget": sets["forget"]}, max_new_tokens=4).evaluate(finetuned)[
-        "tofu/forget_quality"] is None
+    assert TOFUEvaluator(tokenizer, {"forget": sets["forget"]}, settings=TOFUEvalSettings(max_new_tokens=4)).evaluate(
+        finetuned)["tofu/forget_quality"] is None
 
 
 # Computed at commit b0d235e, before the evaluation core was split out of npo_trl/tofu/metrics.py (that code cast the
@@ -68,9 +81,9 @@ def test_every_metric_equals_the_values_pinned_before_the_restructuring(tokenize
     retain = tiny_llama(len(tokenizer), seed=22).double()
     fine_tune(retain, tokenizer, toy_qa(4, 16), steps=60)
     sets = toy_eval_sets()
-    stats = compute_reference_stats(retain, tokenizer, sets["forget"], batch_size=3)
-    metrics = TOFUEvaluator(tokenizer, sets, reference_stats=stats, batch_size=3, max_new_tokens=12).evaluate(
-        model, ref_model=retain)
+    settings = TOFUEvalSettings(batch_size=3, max_new_tokens=12)
+    stats = compute_reference_stats(retain, tokenizer, sets["forget"], settings)
+    metrics = TOFUEvaluator(tokenizer, sets, stats, settings).evaluate(model, ref_model=retain)
     assert {k: metrics[k] for k in METRICS} == pytest.approx(PINNED, abs=1e-6)
 
 
@@ -85,10 +98,11 @@ def test_privacy_metrics_tell_trained_rows_from_unseen_ones_and_a_retain_model_c
                                                    for r in members]))
     fine_tune(retain, tokenizer, toy_qa(48, 64))
     sets = {"forget": members, "holdout": holdout}
-    stats = compute_reference_stats(retain, tokenizer, members, holdout_eval_set=holdout, batch_size=5)
+    settings = TOFUEvalSettings(batch_size=5, max_new_tokens=4)
+    stats = compute_reference_stats(retain, tokenizer, members, settings, holdout_eval_set=holdout)
     assert set(stats["privacy"]["auc"]) == set(ATTACKS) - {"reference"}  # the retain model is that attack's reference
 
-    evaluator = TOFUEvaluator(tokenizer, sets, reference_stats=stats, batch_size=5, max_new_tokens=4)
+    evaluator = TOFUEvaluator(tokenizer, sets, reference_stats=stats, settings=settings)
     trained, unseen = evaluator.evaluate(model), evaluator.evaluate(retain)
     assert set(trained) == set(METRICS + PRIVACY_METRICS)
     for attack in ATTACKS:

@@ -5,8 +5,7 @@ whose pad token is its end-of-turn token, with and without the reference evaluat
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_llama
-from helpers import toy_eval_sets
+from helpers import tiny_llama, toy_eval_sets
 from tofu_reference_impl import (
     forget_quality,
     harmonic_mean,
@@ -15,7 +14,7 @@ from tofu_reference_impl import (
     set_values,
 )
 
-from npo_trl.tofu import TOFUEvaluator, compute_reference_stats
+from npo_trl.tofu import TOFUEvalSettings, TOFUEvaluator, compute_reference_stats
 from npo_trl.tofu.metrics import UTILITY_METRICS
 
 TOLERANCE = 1e-6
@@ -60,10 +59,10 @@ def test_every_per_row_value_and_aggregate_equals_the_written_out_definition(cas
     model = float64_model(tokenizer, 11, style, known)
     retained = [row for name in sets if name != "forget" for row in sets[name]]
     retain_model = float64_model(tokenizer, 12, style, retained)
-    settings = {"prompt_format": prompt_format, "token_boundary": boundary, "mask_pad_tokens": mask}
-    stats = compute_reference_stats(retain_model, tokenizer, sets["forget"], batch_size=3, **settings)
-    evaluator = TOFUEvaluator(tokenizer, sets, reference_stats=stats, batch_size=3, max_new_tokens=MAX_NEW_TOKENS,
-                              **settings)
+    settings = TOFUEvalSettings(batch_size=3, max_new_tokens=MAX_NEW_TOKENS, prompt_format=prompt_format,
+                                token_boundary=boundary, mask_pad_tokens=mask)
+    stats = compute_reference_stats(retain_model, tokenizer, sets["forget"], settings)
+    evaluator = TOFUEvaluator(tokenizer, sets, reference_stats=stats, settings=settings)
     scores = evaluator.score(model)
     expected = {name: row_values(model, tokenizer, name, rows, style, boundary, mask_token, MAX_NEW_TOKENS)
                 for name, rows in sets.items()}
@@ -105,6 +104,7 @@ def test_the_two_token_boundaries_differ_by_the_answer_token_that_swallowed_the_
 def test_the_pad_mask_changes_the_scores_of_a_chat_model_whose_pad_token_ends_its_turns(llama3_tokenizer):
     sets = {"forget": toy_eval_sets()["forget"]}
     model = float64_model(llama3_tokenizer, seed=11)
-    plain, masked = (TOFUEvaluator(llama3_tokenizer, sets, prompt_format="llama3_instruct", mask_pad_tokens=mask)
+    plain, masked = (TOFUEvaluator(llama3_tokenizer, sets, settings=TOFUEvalSettings(prompt_format="llama3_instruct",
+                                                                                     mask_pad_tokens=mask))
                      .score(model, generate=False)["forget"]["answer_logps"] for mask in (False, True))
     assert np.abs(plain - masked).min() > 1e-6  # every row: its system and user turns end in <|eot_id|>

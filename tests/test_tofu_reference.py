@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from helpers import toy_eval_sets
 
-from npo_trl.tofu import TOFUEvaluator, compute_reference_stats, load_reference_stats
+from npo_trl.tofu import TOFUEvalSettings, TOFUEvaluator, compute_reference_stats, load_reference_stats
 from npo_trl.tofu.eval_sets import TOFUEvalSet, score_eval_set
 
 
@@ -73,10 +73,12 @@ def test_each_format_is_read_back_row_for_row(tmp_path, logged, forget_rows, tok
         stats = load_reference_stats(path)
         assert stats["source"] == sources[name]
         np.testing.assert_allclose(stats["truth_ratios"], ratios, rtol=1e-12, err_msg=name)
-        evaluator = TOFUEvaluator(tokenizer, {"forget": forget_rows}, reference_stats=path, max_new_tokens=2)
+        evaluator = TOFUEvaluator(tokenizer, {"forget": forget_rows}, reference_stats=path,
+                                  settings=TOFUEvalSettings(max_new_tokens=2))
         assert evaluator.evaluate(logged["model"])["tofu/forget_quality"] == 1.0, name  # the same model
         if name != "npo-trl":  # a published log covers every row: a subset evaluation takes its rows from it
-            subset = TOFUEvaluator(tokenizer, {"forget": forget_rows}, reference_stats=path, max_samples=4, seed=3)
+            subset = TOFUEvaluator(tokenizer, {"forget": forget_rows}, reference_stats=path,
+                                   settings=TOFUEvalSettings(max_samples=4, sample_seed=3))
             np.testing.assert_allclose(subset.reference_truth_ratios,
                                        np.asarray(ratios)[subset.sets["forget"].indices], err_msg=name)
 
@@ -102,9 +104,11 @@ def test_logs_of_other_rows_are_refused_naming_the_mismatch(tmp_path, logged, fo
     with pytest.raises(ValueError, match="numeric 'score'"):
         load_reference_stats(write(tmp_path / "no_score.json", {"forget_truth_ratio": {"value_by_index": {"0": {}}}}))
     # Our own statistics carry a fingerprint of the rows and settings they were computed with.
-    with pytest.raises(ValueError, match="recompute it"):
+    with pytest.raises(ValueError, match="token_boundary='common_prefix' there, 'prompt_length' here.*recompute"):
         TOFUEvaluator(tokenizer, {"forget": forget_rows}, reference_stats=logged["stats"],
-                      token_boundary="prompt_length")
+                      settings=TOFUEvalSettings(token_boundary="prompt_length"))
+    with pytest.raises(ValueError, match="other forget rows than this forget set"):
+        TOFUEvaluator(tokenizer, {"forget": forget_rows[:-1]}, reference_stats=logged["stats"])
     with pytest.raises(ValueError, match="no 'forget' set"):
         TOFUEvaluator(tokenizer, {"retain": toy_eval_sets()["retain"]}, reference_stats=logged["stats"])
 
@@ -128,7 +132,8 @@ def test_privacy_statistics_are_cached_read_from_open_unlearning_and_required_wi
         TOFUEvaluator(tokenizer, sets, reference_stats=other)
     with pytest.raises(ValueError, match=r"no membership-inference AUCs.*holdout_eval_set=.*or leave 'holdout' out"):
         TOFUEvaluator(tokenizer, sets, reference_stats=logged["stats"])  # computed without a holdout set
-    metrics = TOFUEvaluator(tokenizer, sets, reference_stats=stats, max_new_tokens=2).evaluate(model)
+    short = TOFUEvalSettings(max_new_tokens=2)
+    metrics = TOFUEvaluator(tokenizer, sets, reference_stats=stats, settings=short).evaluate(model)
     assert metrics["privacy/mia_reference_auc"] == 0.5  # the "retain" model against itself
     # This stand-in was trained on the forget rows, so its Min-K% AUC is 1: MUSE's 1 - AUC is 0, PrivLeak undefined.
     assert stats["privacy"]["auc"]["min_k"] == 1.0 and math.isnan(metrics["privacy/privleak"])
@@ -142,11 +147,11 @@ def test_privacy_statistics_are_cached_read_from_open_unlearning_and_required_wi
     assert read["privacy"]["auc"] == {k: v for k, v in stats["privacy"]["auc"].items() if k != "reference"}
     with pytest.warns(UserWarning, match="no Min-K% membership-inference AUC"):  # a log without them: no PrivLeak
         without = TOFUEvaluator(tokenizer, sets, reference_stats=load_reference_stats(
-            write(tmp_path / "no_mia.json", open_unlearning_log(stats["truth_ratios"], log_answers))), max_new_tokens=2)
+            write(tmp_path / "no_mia.json", open_unlearning_log(stats["truth_ratios"], log_answers))), settings=short)
     assert without.evaluate(model)["privacy/privleak"] is None
     with pytest.warns(UserWarning, match="no Min-K%"):  # its Min-K% AUCs are open-unlearning's k = 0.4 only
-        TOFUEvaluator(tokenizer, sets, reference_stats=read, min_k_fraction=0.2)
+        TOFUEvaluator(tokenizer, sets, reference_stats=read, settings=TOFUEvalSettings(min_k_fraction=0.2))
     read["privacy"]["auc"]["min_k"] = 0.75
-    from_log = TOFUEvaluator(tokenizer, sets, reference_stats=read, max_new_tokens=2).evaluate(model)
+    from_log = TOFUEvaluator(tokenizer, sets, reference_stats=read, settings=short).evaluate(model)
     assert from_log["privacy/privleak"] == pytest.approx((0.0 - 0.25) / 0.25 * 100)  # MUSE's (0 - 0.25) / 0.25
     assert from_log["privacy/mia_reference_auc"] is None

@@ -16,16 +16,20 @@ from trl.trainer.utils import pad
 
 from .. import losses
 from ..data import DataCollatorForUnlearning
-from ..prompts import _tokenizer
+from ..prompts import tokenizer_of
 
 
 def pad_id_of(processing_class) -> int:
     """The pad token's id, or the EOS token's when the tokenizer has none (what the trainer pads with then)."""
-    tokenizer = _tokenizer(processing_class)
+    tokenizer = tokenizer_of(processing_class)
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def _device(model) -> torch.device:
+def model_device(model, accelerator=None) -> torch.device:
+    """Where a model's inputs go: `accelerator.device` when given (each process's), else the model's own device (its
+    `device`, or its first parameter's)."""
+    if accelerator is not None:
+        return accelerator.device
     device = getattr(model, "device", None)
     return device if isinstance(device, torch.device) else next(model.parameters()).device
 
@@ -96,7 +100,7 @@ def sequence_logps(model, prompts: Sequence[list[int]], completions: Sequence[li
     of log π(token | prefix), for the whole batch in one forward pass. Returns a tensor of shape (rows,), float32
     (float64 for a float64 model); with `statistics_rows` (a slice of the rows), also the `token_statistics` of those
     rows from the same pass: (logps, statistics)."""
-    batch = _collate(prompts, completions, pad_token_id, device or _device(model), mask_pad_tokens)
+    batch = _collate(prompts, completions, pad_token_id, device or model_device(model), mask_pad_tokens)
     logits = _logits(model, batch)
     logps = _completion_logps(logits, batch["input_ids"], batch["completion_mask"])
     if statistics_rows is None:
@@ -112,7 +116,7 @@ def token_statistics(model, prompts: Sequence[list[int]], completions: Sequence[
     variance `logp_variance` of the log-probabilities over the vocabulary at that position, and `is_argmax`; each
     (rows, longest completion), zero past a row's end, with `mask` (1 on a row's completion tokens). The token-level
     statistics membership-inference and memorization scores are built from (`npo_trl.eval.privacy`)."""
-    batch = _collate(prompts, completions, pad_token_id, device or _device(model), mask_pad_tokens)
+    batch = _collate(prompts, completions, pad_token_id, device or model_device(model), mask_pad_tokens)
     return _completion_token_statistics(_logits(model, batch), batch["input_ids"], batch["completion_mask"])
 
 
@@ -158,7 +162,7 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
     if not can_share_prefix(model):
         raise ValueError(f"candidate_logps needs a full-attention key-value cache, which {type(model).__name__} does "
                          "not have (see can_share_prefix): use sequence_logps.")
-    device = device or _device(model)
+    device = device or model_device(model)
     k = num_candidates
     groups = [prompts[i:i + k] for i in range(0, len(prompts), k)]
     shared = [shared_prefix_length(group) - 1 for group in groups]  # the cached part of each row's prompt
@@ -188,22 +192,21 @@ def reference_kl(model, ref_model, prompts: Sequence[list[int]], completions: Se
                  pad_token_id: int, device=None, mask_pad_tokens: bool = False) -> torch.Tensor:
     """Per row, KL(π_ref ‖ π_θ) between next-token distributions, averaged over the completion tokens (the direction
     of `npo_trl.losses.kl_loss` and of the NPO authors' code)."""
-    batch = _collate(prompts, completions, pad_token_id, device or _device(model), mask_pad_tokens)
+    batch = _collate(prompts, completions, pad_token_id, device or model_device(model), mask_pad_tokens)
     logprobs, ref_logprobs = (_at_least_fp32(_logits(m, batch)[:, :-1]).log_softmax(-1) for m in (model, ref_model))
     mask = batch["completion_mask"][:, 1:].bool()
     return torch.stack([losses.kl_loss(lp[m], ref_lp[m]) for lp, ref_lp, m in zip(logprobs, ref_logprobs, mask)])
 
 
 @torch.no_grad()
-def generate_answers(model, processing_class, prompts: Sequence[list[int]], max_new_tokens: int = 200,
-                     synced_gpus: bool = False, device=None, mask_pad_tokens: bool = False, timer=None,
-                     strip: bool = True) -> list[str]:
-    """Greedy answers to a batch of left-padded prompts, stopping at EOS; the new tokens, decoded (special tokens
-    skipped, surrounding whitespace stripped unless `strip=False`). `mask_pad_tokens` as for `_collate`; `timer` (a
+def generate_ids(model, processing_class, prompts: Sequence[list[int]], max_new_tokens: int = 200,
+                 synced_gpus: bool = False, device=None, mask_pad_tokens: bool = False, timer=None) -> torch.Tensor:
+    """Greedy continuations of a batch of left-padded prompts, stopping at EOS: the new token ids, (rows, new tokens),
+    padded with the pad token after a row's EOS. `mask_pad_tokens` as for `_collate`; `timer` (a
     `npo_trl.eval.runner.PassTimer`) counts the "generated_tokens" (up to each answer's EOS)."""
-    tokenizer, pad_id = _tokenizer(processing_class), pad_id_of(processing_class)
+    tokenizer, pad_id = tokenizer_of(processing_class), pad_id_of(processing_class)
     eos_token_id = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    device = device or _device(model)
+    device = device or model_device(model)
     input_ids = pad([torch.tensor(p) for p in prompts], padding_value=pad_id, padding_side="left").to(device)
     attention_mask = pad([torch.ones(len(p), dtype=torch.long) for p in prompts], padding_value=0,
                          padding_side="left").to(device)
@@ -215,5 +218,15 @@ def generate_answers(model, processing_class, prompts: Sequence[list[int]], max_
                          synced_gpus=synced_gpus)[:, input_ids.size(1):]
     if timer is not None:
         timer.count("generated_tokens", (out != pad_id).sum().item())
-    answers = tokenizer.batch_decode(out, skip_special_tokens=True)
+    return out
+
+
+@torch.no_grad()
+def generate_answers(model, processing_class, prompts: Sequence[list[int]], max_new_tokens: int = 200,
+                     synced_gpus: bool = False, device=None, mask_pad_tokens: bool = False, timer=None,
+                     strip: bool = True) -> list[str]:
+    """`generate_ids`' greedy answers, decoded (special tokens skipped, surrounding whitespace stripped unless
+    `strip=False`)."""
+    out = generate_ids(model, processing_class, prompts, max_new_tokens, synced_gpus, device, mask_pad_tokens, timer)
+    answers = tokenizer_of(processing_class).batch_decode(out, skip_special_tokens=True)
     return [answer.strip() for answer in answers] if strip else answers

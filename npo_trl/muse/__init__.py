@@ -1,6 +1,6 @@
 """MUSE (Shi et al. 2025) benchmark support: its data (hub, local folder, or an offline synthetic stand-in), its
-formulas, its evaluator, `MUSECallback` for evaluation during training, and the scalability and sustainability
-runs. Names are imported on first use."""
+formulas, its evaluator and its settings (`MUSEEvalSettings`), `MUSECallback` for evaluation during training, and the
+scalability and sustainability runs. Names are imported on first use."""
 
 import importlib
 
@@ -12,6 +12,7 @@ _EXPORTS = {
     "make_synthetic_muse": "synthetic",
     "MUSECallback": "callback",
     "MUSEEvaluator": "evaluator",
+    "MUSEEvalSettings": "settings",
     "compute_reference_stats": "evaluator",
     "scalability": "criteria",
     "sustainability": "criteria",

@@ -2,6 +2,7 @@
 
 from ..eval.callback import UnlearningEvalCallback
 from .evaluator import MUSEEvaluator
+from .settings import MUSEEvalSettings
 
 
 class MUSECallback(UnlearningEvalCallback):
@@ -17,9 +18,10 @@ class MUSECallback(UnlearningEvalCallback):
     >>> args = NPOConfig(..., eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
     ...                  metric_for_best_model="muse/knowmem_retain", greater_is_better=True)
     >>> eval_sets = muse_eval_sets("news")
-    >>> stats = compute_reference_stats(retrain_model, tokenizer, eval_sets, cache_path="retrain_stats.json")
+    >>> settings = MUSEEvalSettings(batch_size=4)
+    >>> stats = compute_reference_stats(retrain_model, tokenizer, eval_sets, settings, cache_path="retrain_stats.json")
     >>> trainer = NPOTrainer(model, args=args, train_dataset=forget, eval_dataset=forget, processing_class=tokenizer,
-    ...                      callbacks=[MUSECallback(tokenizer, eval_sets, reference_stats=stats)])
+    ...                      callbacks=[MUSECallback(tokenizer, eval_sets, reference_stats=stats, settings=settings)])
     ```
 
     `muse/verbmem_forget`, `muse/knowmem_forget` and `muse/abs_privleak` are better when lower
@@ -35,17 +37,18 @@ class MUSECallback(UnlearningEvalCallback):
         reference_stats (`dict`, `str` or `None`, *optional*):
             The retrain model's AUCs from [`~npo_trl.muse.compute_reference_stats`] (or its JSON file). Without them
             `muse/privleak` is not computed (`null` in the JSONL).
+        settings ([`~npo_trl.muse.MUSEEvalSettings`] or `None`, *optional*):
+            Batch size, generation lengths, the KnowMem prompt's trailing space, the PrivLeak texts' length limit and
+            the Min-K% fraction; `None` takes its defaults. `reference_stats` must have been computed under the same
+            PrivLeak settings.
         eval_steps (`"epoch"`, `int` or `None`, *optional*, defaults to `"epoch"`):
             Evaluate at the end of each epoch, every `eval_steps` optimizer steps, or (`None`) only when the trainer
             evaluates.
         eval_on_start (`bool`, *optional*, defaults to `True`):
             Evaluate at the start of training (step 0).
-        **evaluator_kwargs:
-            [`~npo_trl.muse.MUSEEvaluator`]'s settings: `batch_size`, `verbmem_max_new_tokens`,
-            `knowmem_max_new_tokens`, `knowmem_trailing_space`, `max_length`, `min_k_fraction`.
     """
 
-    def __init__(self, processing_class, eval_sets, reference_stats=None, eval_steps="epoch", eval_on_start=True,
-                 **evaluator_kwargs):
-        super().__init__(MUSEEvaluator(processing_class, eval_sets, reference_stats, **evaluator_kwargs), eval_steps,
+    def __init__(self, processing_class, eval_sets, reference_stats=None, settings: MUSEEvalSettings | None = None,
+                 eval_steps="epoch", eval_on_start=True):
+        super().__init__(MUSEEvaluator(processing_class, eval_sets, reference_stats, settings), eval_steps,
                          eval_on_start)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import datasets
 
-from ..prompts import _tokenizer
+from ..prompts import tokenizer_of
 
 MUSE_HUB_IDS = {"news": "muse-bench/MUSE-News", "books": "muse-bench/MUSE-Books"}
 SYNTHETIC = "synthetic"
@@ -129,7 +129,7 @@ def chunk_texts(texts, processing_class, max_length: int, join: bool = True) -> 
     The rows are tokenized already (`prompt_ids` = [BOS], `completion_ids` = the piece), which NPOTrainer takes as
     they are for the forget and the retain set, and the retain stream draws among them like any rows.
     """
-    tokenizer = _tokenizer(processing_class)
+    tokenizer = tokenizer_of(processing_class)
     texts = list(texts)
     if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
         raise ValueError("chunk_texts needs non-empty strings (a MUSE raw split's `text` column).")

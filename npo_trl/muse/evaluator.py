@@ -4,6 +4,7 @@ or several processes, with the evaluation core (`npo_trl.eval`)."""
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -11,9 +12,10 @@ import torch
 from ..eval import privacy, scoring
 from ..eval.evaluator import Evaluator
 from ..eval.runner import batches, evaluation_model, gather_rows, length_sorted, shard
-from ..prompts import _tokenizer
+from ..prompts import tokenizer_of
 from .data import EVAL_SETS, check_rows
-from .metrics import KNOWMEM_MAX_NEW_TOKENS, VERBMEM_MAX_NEW_TOKENS, criterion, cut_answer, knowmem_prompt, rouge_l_f1
+from .metrics import criterion, cut_answer, knowmem_prompt, rouge_l_f1
+from .settings import MUSEEvalSettings
 
 MUSE_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")  # the reference attack would need per-row retrain losses
 METRICS = ("muse/verbmem_forget", "muse/knowmem_forget", "muse/knowmem_retain", "muse/privleak",
@@ -40,21 +42,10 @@ class MUSEEvaluator(Evaluator):
         reference_stats (`dict`, `str` or `None`, *optional*):
             The retrain model's AUCs on the PrivLeak sets, from [`~npo_trl.muse.compute_reference_stats`] (or its
             JSON file). Without them `muse/privleak` is `None`: never a constant in their place.
-        batch_size (`int`, *optional*, defaults to `8`):
-            Texts per PrivLeak forward pass and prompts per generation batch, per process.
-        verbmem_max_new_tokens (`int`, *optional*, defaults to `128`):
-            Tokens of the true VerbMem continuation kept (MUSE: 128); the greedy continuation is as long (a shorter
-            true continuation, as on the synthetic data, shortens it alike).
-        knowmem_max_new_tokens (`int`, *optional*, defaults to `32`):
-            Length limit of a KnowMem answer (MUSE: 32).
-        knowmem_trailing_space (`bool`, *optional*, defaults to `True`):
-            End the KnowMem prompt with "Answer: " as MUSE does. A byte-level BPE tokenizer (GPT-2's, the tiny
-            model's) makes that space a token of its own, which it never saw before an answer in training; `False`
-            ends the prompt at "Answer:".
-        max_length (`int`, *optional*, defaults to `2048`):
-            Tokens of a PrivLeak text scored at most (BOS included; open-unlearning's 2048).
-        min_k_fraction (`float`, *optional*, defaults to `0.4`):
-            The k of the Min-K% and Min-K%++ attacks (MUSE's PrivLeak uses Min-40%).
+        settings ([`~npo_trl.muse.MUSEEvalSettings`] or `None`, *optional*):
+            Batch size, generation lengths, the KnowMem prompt's trailing space, the PrivLeak texts' length limit and
+            the Min-K% fraction; `None` takes its defaults. `reference_stats` must have been computed under the same
+            PrivLeak settings.
         progress (`bool`, *optional*, defaults to `False`):
             Show progress bars (`MUSECallback` follows the trainer's `disable_tqdm`).
     """
@@ -64,9 +55,8 @@ class MUSEEvaluator(Evaluator):
     higher_is_better = ("muse/knowmem_retain",)
     lower_is_better = ("muse/verbmem_forget", "muse/knowmem_forget", "muse/abs_privleak")
 
-    def __init__(self, processing_class, eval_sets, reference_stats=None, batch_size=8,
-                 verbmem_max_new_tokens=VERBMEM_MAX_NEW_TOKENS, knowmem_max_new_tokens=KNOWMEM_MAX_NEW_TOKENS,
-                 knowmem_trailing_space=True, max_length=2048, min_k_fraction=privacy.MIN_K_FRACTION, progress=False):
+    def __init__(self, processing_class, eval_sets, reference_stats=None, settings: MUSEEvalSettings | None = None,
+                 progress=False):
         super().__init__(progress)
         unknown = set(eval_sets) - set(EVAL_SETS)
         if unknown or not eval_sets:
@@ -79,17 +69,11 @@ class MUSEEvaluator(Evaluator):
         if (PRIVLEAK_SETS[0] in eval_sets) != (PRIVLEAK_SETS[1] in eval_sets):
             raise ValueError("PrivLeak compares 'privleak_forget' (members) with 'privleak_holdout' (non-members): "
                              "give both sets, or neither.")
-        if min(batch_size, verbmem_max_new_tokens, knowmem_max_new_tokens) < 1 or max_length < 3:
-            raise ValueError("batch_size, verbmem_max_new_tokens and knowmem_max_new_tokens must be >= 1 and "
-                             f"max_length >= 3 (got {batch_size}, {verbmem_max_new_tokens}, "
-                             f"{knowmem_max_new_tokens}, {max_length}).")
-        if not 0 < min_k_fraction <= 1:
-            raise ValueError(f"min_k_fraction must be in (0, 1], got {min_k_fraction}.")
         for name, rows in eval_sets.items():
             check_rows(rows, *EVAL_SETS[name])
-        tokenizer = _tokenizer(processing_class)
-        self.processing_class, self.batch_size, self.min_k_fraction = processing_class, batch_size, min_k_fraction
-        self.verbmem_max_new_tokens, self.knowmem_max_new_tokens = verbmem_max_new_tokens, knowmem_max_new_tokens
+        tokenizer = tokenizer_of(processing_class)
+        self.processing_class, self.settings = processing_class, settings or MUSEEvalSettings()
+        verbmem_max_new_tokens = self.settings.verbmem_max_new_tokens
         self.generation_sets = {}  # name → (prompt ids, reference texts, per-row new-token limits, is KnowMem)
         if "verbmem_forget" in eval_sets:
             rows = eval_sets["verbmem_forget"]
@@ -104,10 +88,11 @@ class MUSEEvaluator(Evaluator):
             if name in eval_sets:
                 shots = [(row["question"], row["answer"]) for row in eval_sets[f"{name}_icl"]]
                 prompts = [knowmem_prompt(row["question"], shots) for row in eval_sets[name]]
-                prompts = prompts if knowmem_trailing_space else [p.removesuffix(" ") for p in prompts]
+                prompts = prompts if self.settings.knowmem_trailing_space else [p.removesuffix(" ") for p in prompts]
                 self.generation_sets[name] = ([tokenizer(p)["input_ids"] for p in prompts],
                                           [row["answer"] for row in eval_sets[name]],
-                                          [knowmem_max_new_tokens] * len(prompts), True)
+                                          [self.settings.knowmem_max_new_tokens] * len(prompts), True)
+        max_length = self.settings.privleak_max_length
         self.privleak_sets = {name: ([tokenizer(row["text"])["input_ids"][:max_length] for row in eval_sets[name]],
                                      [row["text"] for row in eval_sets[name]])
                               for name in PRIVLEAK_SETS if name in eval_sets}
@@ -116,12 +101,14 @@ class MUSEEvaluator(Evaluator):
             if short:
                 raise ValueError(f"MUSE set {name!r}, row {short[0]}: its text is under 2 tokens, which leaves no "
                                  "token to score after the first; drop it.")
-        self.fingerprint = privleak_fingerprint(self.privleak_sets, min_k_fraction) if self.privleak_sets else None
+        self.fingerprint = privleak_fingerprint(self.privleak_sets) if self.privleak_sets else None
+        path = None
         if isinstance(reference_stats, (str, os.PathLike)):
-            with open(reference_stats) as f:
+            path = str(reference_stats)
+            with open(path) as f:
                 reference_stats = json.load(f)
         if reference_stats is not None:
-            check_reference_stats(reference_stats, self.fingerprint)
+            check_reference_stats(reference_stats, self.fingerprint, self.settings, path)
         self.reference_stats = reference_stats
 
     def compute(self, model, ref_model, accelerator, synced_gpus) -> dict[str, float | None]:
@@ -138,23 +125,25 @@ class MUSEEvaluator(Evaluator):
 
     def _rouge(self, model, name, accelerator, synced_gpus) -> np.ndarray:
         """Per row, the ROUGE-L F1 of the greedy generation for its prompt against its reference, on every process, in
-        row order. A VerbMem continuation is `verbmem_max_new_tokens` long, or as long as a shorter reference (MUSE's
-        references are never shorter); a KnowMem answer is cut at the next question."""
+        row order. A VerbMem continuation is `verbmem_max_new_tokens` generated tokens, or as many as a shorter
+        reference has (MUSE's references are never shorter), decoded once (`decode_continuations`); a KnowMem answer
+        is cut at the next question."""
         prompts, references, limits, is_knowmem = self.generation_sets[name]
-        tokenizer, device = _tokenizer(self.processing_class), _device(model, accelerator)
+        tokenizer, device = tokenizer_of(self.processing_class), scoring.model_device(model, accelerator)
         indices = shard(len(prompts), accelerator)
         order = length_sorted(indices, [len(p) for p in prompts])
         scores = []
-        for rows in batches(indices, order, self.batch_size, self.progress, f"generating {name}"):
+        for rows in batches(indices, order, self.settings.batch_size, self.progress, f"generating {name}"):
+            batch_prompts, max_new_tokens = [prompts[i] for i in rows], max(limits[i] for i in rows)
             with self.timer("generate"):
-                answers = scoring.generate_answers(model, self.processing_class, [prompts[i] for i in rows],
-                                                   max(limits[i] for i in rows), synced_gpus, device,
-                                                   timer=self.timer, strip=not is_knowmem)
-            if is_knowmem:  # MUSE cuts the raw decoded text: an answer that opens a new example is empty
-                answers = [cut_answer(a) for a in answers]
-            else:
-                answers = [tokenizer.decode(tokenizer(a, add_special_tokens=False)["input_ids"][:limits[i]]).strip()
-                           for a, i in zip(answers, rows)]
+                if is_knowmem:  # MUSE cuts the raw decoded text: an answer that opens a new example is empty
+                    answers = [cut_answer(a) for a in scoring.generate_answers(
+                        model, self.processing_class, batch_prompts, max_new_tokens, synced_gpus, device,
+                        timer=self.timer, strip=False)]
+                else:
+                    answers = decode_continuations(tokenizer, scoring.generate_ids(
+                        model, self.processing_class, batch_prompts, max_new_tokens, synced_gpus, device,
+                        timer=self.timer).tolist(), [limits[i] for i in rows])
             scores.append(torch.tensor(rouge_l_f1(answers, [references[i] for i in rows]), device=device))
         return gather_rows(torch.cat(scores).double()[:, None], order, accelerator, len(prompts))[:, 0]
 
@@ -167,19 +156,19 @@ class MUSEEvaluator(Evaluator):
         """Per text, the LOSS, Min-K% and Min-K%++ scores over every token after the first (MUSE's `input_ids[1:]`:
         the first, BOS, is not predicted), and ZLib."""
         ids, texts = self.privleak_sets[name]
-        pad_id, device = scoring.pad_id_of(self.processing_class), _device(model, accelerator)
+        pad_id, device = scoring.pad_id_of(self.processing_class), scoring.model_device(model, accelerator)
         indices = shard(len(ids), accelerator)
         order = length_sorted(indices, [len(i) for i in ids])
         columns = []
-        for rows in batches(indices, order, self.batch_size, self.progress, f"scoring {name}"):
+        for rows in batches(indices, order, self.settings.batch_size, self.progress, f"scoring {name}"):
             with self.timer("score"):
                 token_stats = scoring.token_statistics(model, [ids[i][:1] for i in rows], [ids[i][1:] for i in rows],
                                                    pad_id, device)
             logps, mask = token_stats["logps"], token_stats["mask"]
             columns.append(torch.stack([
-                privacy.loss_score(logps, mask), privacy.min_k_score(logps, mask, self.min_k_fraction),
+                privacy.loss_score(logps, mask), privacy.min_k_score(logps, mask, self.settings.min_k_fraction),
                 privacy.min_k_plus_plus_score(logps, token_stats["expected_logps"], token_stats["logp_variance"], mask,
-                                              self.min_k_fraction)], dim=1))
+                                              self.settings.min_k_fraction)], dim=1))
         table = gather_rows(torch.cat(columns).double(), order, accelerator, len(ids))
         scores = {"loss": table[:, 0], "min_k": table[:, 1], "min_k_plus_plus": table[:, 2]}
         scores["zlib"] = privacy.zlib_score(scores["loss"], texts)
@@ -203,50 +192,61 @@ class MUSEEvaluator(Evaluator):
                              "(npo_trl.muse.muse_eval_sets reads them).")
 
 
-def _device(model, accelerator):
-    return accelerator.device if accelerator is not None else scoring._device(model)
+def decode_continuations(tokenizer, generated_ids: Sequence[Sequence[int]], limits: Sequence[int]) -> list[str]:
+    """The VerbMem continuations MUSE scores: each row's first `limit` generated token ids, decoded once (special
+    tokens skipped) and stripped. Cutting the ids, not a re-encoding of the decoded text, keeps every generated word:
+    decoding and encoding again need not give the same tokens (with its leading space stripped off, a one-token
+    " lives" may become "li" + "v" + "es"), so a text cut after re-encoding can lose its last words."""
+    return [tokenizer.decode(ids[:limit], skip_special_tokens=True).strip()
+            for ids, limit in zip(generated_ids, limits, strict=True)]
 
 
-def privleak_fingerprint(privleak_sets: dict, min_k_fraction: float) -> str:
-    """What the retrain model's AUCs depend on: the scored tokens of both PrivLeak sets and k."""
-    return hashlib.sha256(json.dumps([min_k_fraction, {n: ids for n, (ids, _) in privleak_sets.items()}]).encode()
-                          ).hexdigest()
+def privleak_fingerprint(privleak_sets: dict) -> str:
+    """The rows the retrain model's AUCs are computed on: the scored tokens of both PrivLeak sets."""
+    return hashlib.sha256(json.dumps({n: ids for n, (ids, _) in privleak_sets.items()}).encode()).hexdigest()
 
 
-def check_reference_stats(stats: dict, fingerprint: str | None) -> None:
-    """Refuse reference statistics without the retrain model's Min-K% AUC, or computed on other PrivLeak texts."""
+def check_reference_stats(stats: dict, fingerprint: str | None, settings: MUSEEvalSettings, path=None) -> None:
+    """Refuse reference statistics (read from `path`, if from a file) without the retrain model's Min-K% AUC,
+    computed under other settings, or computed on other PrivLeak texts."""
     if not isinstance(stats, dict) or not isinstance(stats.get("auc"), dict) or \
             stats["auc"].get(privacy.PRIVLEAK_ATTACK) is None:
         raise ValueError("reference_stats holds no retrain-model Min-K% AUC: compute them with "
-                         "npo_trl.muse.compute_reference_stats(retrain_model, tokenizer, eval_sets).")
+                         "npo_trl.muse.compute_reference_stats(retrain_model, tokenizer, eval_sets, settings).")
     if fingerprint is None:
         raise ValueError("reference_stats were given but eval_sets has no PrivLeak sets to compare them with: add "
                          "'privleak_forget' and 'privleak_holdout'.")
+    settings.check_stats(stats, path)
     if stats.get("fingerprint") != fingerprint:
-        raise ValueError("reference_stats were computed on other PrivLeak texts, another tokenizer, max_length or "
-                         "min_k_fraction: compute them again with these eval_sets and settings.")
+        raise ValueError(f"{path or 'reference_stats'} was computed on other PrivLeak texts or another tokenizer: "
+                         "compute them again with these eval_sets.")
 
 
 @torch.no_grad()
-def compute_reference_stats(retrain_model, processing_class, eval_sets, cache_path=None, accelerator=None,
-                            model_name=None, **evaluator_kwargs) -> dict:
+def compute_reference_stats(model, processing_class, eval_sets, settings: MUSEEvalSettings | None = None, *,
+                            cache_path=None, model_name=None, accelerator=None) -> dict:
     """The retrain model's (never trained on the forget set) AUCs on the PrivLeak sets, which `muse/privleak` is
-    relative to: `{"auc": {attack: AUC}, "fingerprint": ...}`. With `cache_path`, read from that JSON file when its
-    fingerprint (and `model_name`, the retrain model's name or path, when given) matches, else computed and written
-    there (by the main process). With `accelerator`, every process scores its shard. `evaluator_kwargs` are
-    `MUSEEvaluator`'s (`max_length`, `min_k_fraction`, `batch_size`)."""
+    relative to: `{"auc": {attack: AUC}, "fingerprint": ..., "settings_fingerprint": ..., "settings": ...}`, under
+    `settings` ([`MUSEEvalSettings`], by default its defaults; an evaluation under other PrivLeak settings refuses
+    them). With `cache_path`, read from that JSON file when its rows fingerprint (and `model_name`, the retrain
+    model's name or path, when given) matches, else computed and written there (by the main process); a file written
+    under other settings raises a ValueError naming the fields that differ. With `accelerator`, every process scores
+    its shard."""
     if not all(name in eval_sets for name in PRIVLEAK_SETS):
         raise ValueError("compute_reference_stats needs eval_sets with 'privleak_forget' and 'privleak_holdout' "
                          "(npo_trl.muse.muse_eval_sets reads them).")
-    evaluator = MUSEEvaluator(processing_class, {name: eval_sets[name] for name in PRIVLEAK_SETS}, **evaluator_kwargs)
+    evaluator = MUSEEvaluator(processing_class, {name: eval_sets[name] for name in PRIVLEAK_SETS}, settings=settings)
+    settings = evaluator.settings
     if cache_path is not None and os.path.exists(cache_path):
         with open(cache_path) as f:
             cached = json.load(f)
-        if cached.get("fingerprint") == evaluator.fingerprint and cached.get("model") == model_name:
-            return cached
-    with evaluation_model(retrain_model, accelerator) as (model, _):
-        stats = {"auc": evaluator.aucs(model, accelerator), "fingerprint": evaluator.fingerprint,
-                 "min_k_fraction": evaluator.min_k_fraction, "model": model_name}
+        if "settings_fingerprint" in cached:  # an older file without it is recomputed
+            settings.check_stats(cached, cache_path)
+            if cached.get("fingerprint") == evaluator.fingerprint and cached.get("model") == model_name:
+                return cached
+    with evaluation_model(model, accelerator) as (unwrapped, _):
+        stats = {"auc": evaluator.aucs(unwrapped, accelerator), "fingerprint": evaluator.fingerprint,
+                 "settings_fingerprint": settings.fingerprint(), "settings": settings.to_dict(), "model": model_name}
     if cache_path is not None and (accelerator is None or accelerator.is_main_process):
         with open(cache_path, "w") as f:
             json.dump(stats, f, indent=1)

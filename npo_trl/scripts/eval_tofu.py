@@ -8,7 +8,10 @@
     accelerate launch -m npo_trl.scripts.eval_tofu ...             # several processes: each scores a shard
 
 Forget quality needs the retain model's statistics: `--retain_model` (scored here) or `--reference_stats` (npo-trl's
-JSON, open-unlearning's TOFU_EVAL.json or a TOFU/NPO-repository eval log); without either it is `null`.
+JSON, open-unlearning's TOFU_EVAL.json or a TOFU/NPO-repository eval log); without either it is `null`. How the sets
+are evaluated are the flags of `npo_trl.tofu.TOFUEvalSettings` (`--max_samples`, `--sample_seed`, `--batch_size`,
+`--generation_batch_size`, `--max_new_tokens`, `--prompt_format`, `--prompt_template`, `--completion_template`,
+`--token_boundary`, `--mask_pad_tokens`, `--min_k_fraction`).
 """
 
 import json
@@ -17,12 +20,12 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig, TrlParser
 
-from npo_trl.prompts import PROMPT_FORMATS, TOKEN_BOUNDARIES
+from npo_trl.tofu.settings import TOFUEvalSettings
 
 
 @dataclass
 class TOFUEvalArguments:
-    """What to evaluate on, and how (`TOFUEvaluator`'s settings)."""
+    """What to evaluate on (how: `TOFUEvalSettings`), and where the metrics go."""
 
     dataset: str = field(
         default="locuslab/TOFU",
@@ -36,27 +39,13 @@ class TOFUEvalArguments:
     reference_stats: str | None = field(
         default=None, metadata={"help": "The retain model's statistics file instead of --retain_model."}
     )
-    prompt_format: str = field(
-        default="plain", metadata={"help": f"The format the model was trained on: one of {list(PROMPT_FORMATS)}."}
-    )
-    token_boundary: str = field(
-        default="common_prefix", metadata={"help": f"Where a scored answer starts: one of {list(TOKEN_BOUNDARIES)}."}
-    )
-    mask_pad_tokens: bool = field(
-        default=False, metadata={"help": "Hide pad-token ids inside the text from attention (open-unlearning's mask)."}
-    )
     privacy: bool = field(
         default=True, metadata={"help": "Also the privacy metrics (MIA AUCs, PrivLeak, memorization), on holdoutNN."}
     )
-    max_samples: int | None = field(default=None, metadata={"help": "Rows per set at most (default: every row)."})
-    eval_seed: int | None = field(default=0, metadata={"help": "Seed of the --max_samples subset."})
-    batch_size: int = field(default=8, metadata={"help": "Rows per forward pass per process."})
-    generation_batch_size: int | None = field(default=None, metadata={"help": "Rows per generation batch."})
-    max_new_tokens: int = field(default=200, metadata={"help": "Length limit of the greedy answers ROUGE scores."})
     output_json: str = field(default="tofu_eval.json", metadata={"help": "Where the metrics are written."})
 
 
-def main(eval_args: TOFUEvalArguments, model_args: ModelConfig) -> dict:
+def main(eval_args: TOFUEvalArguments, settings: TOFUEvalSettings, model_args: ModelConfig) -> dict:
     from accelerate import Accelerator
     from transformers import AutoTokenizer
 
@@ -70,22 +59,17 @@ def main(eval_args: TOFUEvalArguments, model_args: ModelConfig) -> dict:
     accelerator = Accelerator()  # one process, or several under accelerate launch: each scores a shard of the rows
     sets = tofu_eval_sets(eval_args.dataset, eval_args.forget_split, holdout=eval_args.privacy)
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
-    settings = {"max_samples": eval_args.max_samples, "seed": eval_args.eval_seed, "batch_size": eval_args.batch_size,
-                "prompt_format": eval_args.prompt_format, "token_boundary": eval_args.token_boundary,
-                "mask_pad_tokens": eval_args.mask_pad_tokens}
     stats = eval_args.reference_stats
     if eval_args.retain_model is not None:
         stats = compute_reference_stats(load_model(eval_args.retain_model, model_args, accelerator.device), tokenizer,
-                                        sets["forget"], holdout_eval_set=sets.get("holdout"), accelerator=accelerator,
-                                        **settings)
-    evaluator = TOFUEvaluator(tokenizer, sets, stats, max_new_tokens=eval_args.max_new_tokens,
-                              generation_batch_size=eval_args.generation_batch_size,
-                              progress=accelerator.is_main_process, **settings)
+                                        sets["forget"], settings, holdout_eval_set=sets.get("holdout"),
+                                        accelerator=accelerator)
+    evaluator = TOFUEvaluator(tokenizer, sets, stats, settings, progress=accelerator.is_main_process)
     metrics = evaluator.evaluate(load_model(model_args.model_name_or_path, model_args, accelerator.device),
                                  accelerator=accelerator)
     result = {"model": model_args.model_name_or_path, "dataset": eval_args.dataset,
               "forget_split": eval_args.forget_split, "rows": {name: len(s) for name, s in evaluator.sets.items()},
-              "settings": settings, "metrics": metrics, "seconds": evaluator.timer.seconds["total"]}
+              "settings": settings.to_dict(), "metrics": metrics, "seconds": evaluator.timer.seconds["total"]}
     if accelerator.is_main_process:
         width = max(len(key) for key in metrics)
         for key, value in metrics.items():
@@ -98,12 +82,12 @@ def main(eval_args: TOFUEvalArguments, model_args: ModelConfig) -> dict:
 
 
 def make_parser(prog: str | None = None) -> TrlParser:
-    return TrlParser((TOFUEvalArguments, ModelConfig), prog=prog)
+    return TrlParser((TOFUEvalArguments, TOFUEvalSettings, ModelConfig), prog=prog)
 
 
 def run(argv: list[str] | None = None, prog: str | None = None) -> dict:
-    eval_args, model_args = make_parser(prog).parse_args_and_config(args=argv)
-    return main(eval_args, model_args)
+    eval_args, settings, model_args = make_parser(prog).parse_args_and_config(args=argv)
+    return main(eval_args, settings, model_args)
 
 
 if __name__ == "__main__":

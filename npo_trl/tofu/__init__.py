@@ -1,5 +1,6 @@
 """TOFU (Maini et al. 2024) benchmark support: its data (hub, local folder, or an offline synthetic stand-in), its
-formulas, its evaluator, and `TOFUCallback` for evaluation during training. Names are imported on first use."""
+formulas, its evaluator and its settings (`TOFUEvalSettings`), and `TOFUCallback` for evaluation during training.
+Names are imported on first use."""
 
 import importlib
 
@@ -14,15 +15,16 @@ _EXPORTS = {
     "tofu_split_names": "data",
     "TOFUCallback": "callback",
     "TOFUEvaluator": "evaluator",
+    "TOFUEvalSettings": "settings",
     "compute_reference_stats": "reference",
     "load_reference_stats": "reference",
-    "evaluation_sets": "splits",
-    "fine_tune_rows": "splits",
-    "idk_answers": "splits",
-    "keep_authors": "splits",
-    "known_facts": "splits",
-    "load_splits": "splits",
-    "tokenizer_corpus": "splits",
+    "evaluation_sets": "experiment_data",
+    "fine_tune_rows": "experiment_data",
+    "idk_answers": "experiment_data",
+    "keep_authors": "experiment_data",
+    "known_facts": "experiment_data",
+    "load_splits": "experiment_data",
+    "tokenizer_corpus": "experiment_data",
 }
 __all__ = sorted(_EXPORTS)
 

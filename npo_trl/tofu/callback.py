@@ -2,6 +2,7 @@
 
 from ..eval.callback import UnlearningEvalCallback
 from .evaluator import TOFUEvaluator
+from .settings import TOFUEvalSettings
 
 
 class TOFUCallback(UnlearningEvalCallback):
@@ -18,9 +19,11 @@ class TOFUCallback(UnlearningEvalCallback):
     ```python
     >>> args = NPOConfig(..., eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
     ...                  metric_for_best_model="tofu/forget_quality", greater_is_better=True)
-    >>> stats = compute_reference_stats(retain_model, tokenizer, eval_sets["forget"], cache_path="retain_stats.json")
+    >>> settings = TOFUEvalSettings(prompt_format="plain", max_samples=200)
+    >>> stats = compute_reference_stats(retain_model, tokenizer, eval_sets["forget"], settings,
+    ...                                 cache_path="retain_stats.json")
     >>> trainer = NPOTrainer(model, args=args, train_dataset=forget, eval_dataset=forget, processing_class=tokenizer,
-    ...                      callbacks=[TOFUCallback(tokenizer, eval_sets, reference_stats=stats)])
+    ...                      callbacks=[TOFUCallback(tokenizer, eval_sets, reference_stats=stats, settings=settings)])
     ```
 
     Parameters:
@@ -33,19 +36,19 @@ class TOFUCallback(UnlearningEvalCallback):
             The retain model's statistics from [`~npo_trl.tofu.compute_reference_stats`], or a file
             [`~npo_trl.tofu.load_reference_stats`] reads (ours, open-unlearning's `TOFU_EVAL.json`, TOFU's
             `eval_log_forget.json`). Without them `tofu/forget_quality` is not computed (`null` in the JSONL).
+        settings ([`~npo_trl.tofu.TOFUEvalSettings`] or `None`, *optional*):
+            How the sets are evaluated: rows per set, the format the training rows were made with (e.g.
+            `TOFUEvalSettings(prompt_format="llama3_instruct")`), token boundary, batch sizes, greedy-answer length,
+            Min-K% fraction; `None` takes its defaults. `reference_stats` must have been computed under the same
+            scoring settings.
         eval_steps (`"epoch"`, `int` or `None`, *optional*, defaults to `"epoch"`):
             Evaluate at the end of each epoch, every `eval_steps` optimizer steps, or (`None`) only when the trainer
             evaluates.
         eval_on_start (`bool`, *optional*, defaults to `True`):
             Evaluate at the start of training (step 0).
-        **evaluator_kwargs:
-            The evaluation's settings, as [`~npo_trl.tofu.TOFUEvaluator`] takes them: `max_samples` (default every
-            row), `seed`, `batch_size`, `generation_batch_size`, `max_new_tokens`, `prompt_format` (the format the
-            training rows were made with, e.g. `"plain"`, `"llama3_instruct"`), `prompt_template`,
-            `completion_template`, `token_boundary`, `mask_pad_tokens` and `min_k_fraction`.
     """
 
-    def __init__(self, processing_class, eval_sets, reference_stats=None, eval_steps="epoch", eval_on_start=True,
-                 **evaluator_kwargs):
-        super().__init__(TOFUEvaluator(processing_class, eval_sets, reference_stats, **evaluator_kwargs), eval_steps,
+    def __init__(self, processing_class, eval_sets, reference_stats=None, settings: TOFUEvalSettings | None = None,
+                 eval_steps="epoch", eval_on_start=True):
+        super().__init__(TOFUEvaluator(processing_class, eval_sets, reference_stats, settings), eval_steps,
                          eval_on_start)

@@ -16,23 +16,11 @@ import datasets
 
 from ..prompts import PromptFormat, format_qa, get_prompt_format, template_fields
 from .metrics import EVAL_SETS
+from .splits import TOFU_HUB_SPLITS
+from .synthetic import default_synthetic_tofu
 
 TOFU_HUB_ID = "locuslab/TOFU"
 SYNTHETIC = "synthetic"
-TOFU_FORGET_PERCENTS = (1, 5, 10)
-SYNTHETIC_FORGET_PERCENTS = (1, 5, 10, 20, 30, 50, 90)
-
-
-def _split_names(forget_percents: tuple[int, ...], synthetic: bool) -> list[str]:
-    names = ["full", "retain_perturbed", "real_authors", "real_authors_perturbed", "world_facts",
-             "world_facts_perturbed"]
-    for pct in forget_percents:
-        names += [f"forget{pct:02d}", f"retain{100 - pct}", f"forget{pct:02d}_perturbed", f"holdout{pct:02d}"]
-    return names + ["general_knowledge"] if synthetic else names
-
-
-# The configurations of the `locuslab/TOFU` hub dataset (each has a single "train" split).
-TOFU_HUB_SPLITS = tuple(_split_names(TOFU_FORGET_PERCENTS, synthetic=False))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -45,9 +33,7 @@ def tofu_split_names(source: str | os.PathLike) -> list[str]:
     if source == TOFU_HUB_ID:
         return list(TOFU_HUB_SPLITS)
     if source == SYNTHETIC:
-        from .synthetic import _default_synthetic_tofu
-
-        return list(_default_synthetic_tofu())
+        return list(default_synthetic_tofu())
     folder = Path(source)
     if not folder.is_dir():
         raise ValueError(
@@ -69,9 +55,7 @@ def load_tofu(source: str | os.PathLike, split: str) -> datasets.Dataset:
     if source == TOFU_HUB_ID:
         return datasets.load_dataset(TOFU_HUB_ID, split, split="train")
     if source == SYNTHETIC:
-        from .synthetic import _default_synthetic_tofu
-
-        return _default_synthetic_tofu()[split]
+        return default_synthetic_tofu()[split]
     return datasets.load_dataset("json", data_files=str(Path(source) / f"{split}.json"), split="train")
 
 

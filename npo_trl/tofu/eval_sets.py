@@ -13,9 +13,9 @@ import torch
 
 from ..eval import privacy, scoring
 from ..eval.runner import PassTimer, batches, gather_rows, length_sorted, shard
-from ..prompts import generation_prompt_ids, get_prompt_format, tokenize_qa
+from ..prompts import generation_prompt_ids, tokenize_qa
 from .metrics import EVAL_SETS, PARAPHRASED_SETS, rouge_l_recall, truth_ratios
-
+from .settings import TOFUEvalSettings
 
 HOLDOUT = "holdout"  # TOFU's holdoutNN: questions about authors in no fine-tune, the non-members of the privacy metrics
 SET_NAMES = EVAL_SETS + (HOLDOUT,)
@@ -93,20 +93,19 @@ class TOFUEvalSet:
 
     Each row keeps its generation prompt and its candidate (context, answer) token pairs in a fixed order: the
     answer, then the paraphrased answer (forget and retain only), then the perturbed answers (none on `holdout`).
-    `indices` are the selected rows' positions among the `num_source_rows` rows given (see `select_indices`);
-    `prompt_format` is a preset name or a `npo_trl.prompts.PromptFormat`, and `token_boundary` is
-    `npo_trl.prompts.tokenize_qa`'s.
+    `indices` are the selected rows' positions among the `num_source_rows` rows given (see `select_indices`). Of
+    `settings` ([`~npo_trl.tofu.TOFUEvalSettings`], by default its defaults), the set uses the row selection
+    (`max_samples`, `sample_seed`), the prompt format and `token_boundary` (`npo_trl.prompts.tokenize_qa`'s).
     """
 
-    def __init__(self, name, rows, processing_class, max_samples=None, seed=0, prompt_format="plain",
-                 prompt_template=None, completion_template=None, token_boundary="common_prefix"):
+    def __init__(self, name, rows, processing_class, settings: TOFUEvalSettings | None = None):
+        settings = settings or TOFUEvalSettings()
         rows = list(rows)
         validate_rows(rows, name)
         self.name = name
-        self.prompt_format = get_prompt_format(prompt_format, prompt_template, completion_template)
-        self.token_boundary = token_boundary
+        self.prompt_format, self.token_boundary = settings.resolved_prompt_format, settings.token_boundary
         self.num_source_rows, self.source_answers = len(rows), [row["answer"] for row in rows]
-        self.indices = select_indices(len(rows), max_samples, seed)
+        self.indices = select_indices(len(rows), settings.max_samples, settings.sample_seed)
         self.rows = [rows[i] for i in self.indices]
         self.has_paraphrase = name in PARAPHRASED_SETS
         self.num_perturbed = 0 if name == HOLDOUT else len(self.rows[0]["perturbed_answer"])
@@ -114,7 +113,7 @@ class TOFUEvalSet:
         self.prompts = [generation_prompt_ids(processing_class, row["question"], self.prompt_format)
                         for row in self.rows]
         self.candidates = [
-            [tokenize_qa(processing_class, row["question"], text, self.prompt_format, token_boundary, prompt)
+            [tokenize_qa(processing_class, row["question"], text, self.prompt_format, self.token_boundary, prompt)
              for text in self._texts(row)]
             for row, prompt in zip(self.rows, self.prompts, strict=True)
         ]
@@ -123,7 +122,7 @@ class TOFUEvalSet:
         self.shares_prompt = self.num_perturbed > 0 and \
             min(scoring.shared_prefix_length([p for p, _ in c]) for c in self.candidates) >= 2
         fields = [[row["question"], *self._texts(row)] for row in self.rows]
-        formatting = [self.prompt_format.to_dict(), token_boundary]
+        formatting = [self.prompt_format.to_dict(), self.token_boundary]
         self.fingerprint = hashlib.sha256(json.dumps([formatting, fields]).encode()).hexdigest()
 
     def _texts(self, row) -> list[str]:
@@ -135,24 +134,24 @@ class TOFUEvalSet:
 
 
 @torch.no_grad()
-def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, *, ref_model=None, batch_size: int = 8,
-                   max_new_tokens: int = 200, generate: bool = True, accelerator=None, synced_gpus: bool = False,
-                   generation_batch_size: int | None = None, mask_pad_tokens: bool = False, membership: bool = False,
-                   min_k_fraction: float = privacy.MIN_K_FRACTION, timer: PassTimer | None = None,
-                   progress: bool = False) -> dict[str, np.ndarray]:
+def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, settings: TOFUEvalSettings | None = None, *,
+                   ref_model=None, generate: bool = True, accelerator=None, synced_gpus: bool = False,
+                   membership: bool = False, timer: PassTimer | None = None, progress: bool = False
+                   ) -> dict[str, np.ndarray]:
     """Per-row scores of one set: `answer_logps`, `correct_logps`, `perturbed_logps` (rows, n) (length-normalised),
-    `truth_ratios` (sets with perturbed answers), `rouge` (with `generate`, `generation_batch_size` rows at a time,
-    by default `batch_size`) and `kl` (with `ref_model`); NaN where not computed. With `membership`, also the answer's
-    `npo_trl.eval.privacy.ROW_SCORES` (Min-K% with `min_k_fraction`) and `zlib`, from the same forward pass.
-    `mask_pad_tokens` as for `npo_trl.eval.scoring`; `timer` sums the seconds of the "score", "kl" and "generate"
-    passes and counts "generated_tokens".
+    `truth_ratios` (sets with perturbed answers), `rouge` (with `generate`) and `kl` (with `ref_model`); NaN where not
+    computed. With `membership`, also the answer's `npo_trl.eval.privacy.ROW_SCORES` and `zlib`, from the same forward
+    pass. Of `settings` (by default `TOFUEvalSettings()`), it uses the batch sizes, `max_new_tokens`,
+    `mask_pad_tokens` (as for `npo_trl.eval.scoring`) and `min_k_fraction`; the rows and their tokens are
+    `eval_set`'s. `timer` sums the seconds of the "score", "kl" and "generate" passes and counts "generated_tokens".
 
     With `accelerator`, each process scores its shard of the rows and the scores are gathered; the model must
     already be unwrapped and in eval mode (see `npo_trl.eval.runner.evaluation_model`).
     """
-    timer = timer or PassTimer()
+    settings, timer = settings or TOFUEvalSettings(), timer or PassTimer()
+    batch_size, mask_pad_tokens = settings.batch_size, settings.mask_pad_tokens
     pad_id = scoring.pad_id_of(processing_class)
-    device = accelerator.device if accelerator is not None else scoring._device(model)
+    device = scoring.model_device(model, accelerator)
     indices = shard(len(eval_set), accelerator)
     order = length_sorted(indices, eval_set.lengths)
     num_candidates = len(eval_set.candidates[0])
@@ -171,18 +170,19 @@ def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, *, ref_model=
             batch_logps, statistics = out if membership else (out, None)
             logps.append(batch_logps.view(len(rows), num_candidates))
             if membership:
-                scores = privacy.row_scores(statistics, min_k_fraction)
+                scores = privacy.row_scores(statistics, settings.min_k_fraction)
                 members.append(torch.stack([scores[name] for name in privacy.ROW_SCORES], dim=1))
         if ref_model is not None:
             with timer("kl"):
                 kl.append(scoring.reference_kl(model, ref_model, *zip(*[eval_set.candidates[i][0] for i in rows]),
                                                pad_id, device, mask_pad_tokens))
     if generate:
-        for rows in batches(indices, order, generation_batch_size or batch_size, progress,
+        for rows in batches(indices, order, settings.generation_batch_size or batch_size, progress,
                             f"generating {eval_set.name}"):
             with timer("generate"):
                 answers = scoring.generate_answers(model, processing_class, [eval_set.prompts[i] for i in rows],
-                                                   max_new_tokens, synced_gpus, device, mask_pad_tokens, timer)
+                                                   settings.max_new_tokens, synced_gpus, device, mask_pad_tokens,
+                                                   timer)
             rouge.append(torch.tensor(rouge_l_recall(answers, [eval_set.answers[i] for i in rows]), device=device))
     nan = torch.full((len(indices),), float("nan"), device=device)
     columns = [torch.cat(logps).double(), (torch.cat(rouge) if rouge else nan).double()[:, None],

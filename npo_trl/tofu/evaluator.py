@@ -6,10 +6,10 @@ import torch
 
 from ..eval import privacy
 from ..eval.evaluator import Evaluator
-from ..prompts import TOKEN_BOUNDARIES
 from .eval_sets import HOLDOUT, SET_NAMES, TOFUEvalSet, score_eval_set
 from .metrics import METRICS, UTILITY_METRICS, UTILITY_SETS, forget_quality, model_utility, set_metrics
 from .reference import load_reference_stats, reference_privacy, reference_truth_ratios
+from .settings import TOFUEvalSettings
 
 
 class TOFUEvaluator(Evaluator):
@@ -34,38 +34,10 @@ class TOFUEvaluator(Evaluator):
             open-unlearning `TOFU_EVAL.json` or of a TOFU/NPO-repository `eval_log_forget.json` /
             `eval_log_aggregated.json` of a retain model (see [`load_reference_stats`]). Without them forget quality
             is `None`.
-        max_samples (`int` or `None`, *optional*, defaults to `None`):
-            Rows scored per set: `None` scores every row, as the reference evaluator (open-unlearning) does; a number
-            draws a fixed subset with `seed` (TOFU's original code took the first 300).
-        seed (`int` or `None`, *optional*, defaults to `0`):
-            Seed of that subset; `None` takes the first rows.
-        batch_size (`int`, *optional*, defaults to `8`):
-            Rows per forward pass per process; each pass scores all of their candidate answers
-            (`batch_size × (2 + 5)` sequences on the forget set), running each question once.
-        generation_batch_size (`int`, *optional*):
-            Rows per greedy-generation batch per process; by default `batch_size`. On a CPU, or a GPU with memory to
-            spare, several times `batch_size` cuts the decoding steps (the key-value cache grows with it: rows ×
-            (prompt + `max_new_tokens`) tokens).
-        max_new_tokens (`int`, *optional*, defaults to `200`):
-            Length limit of the greedy answers that ROUGE scores.
-        prompt_format (`str` or [`~npo_trl.prompts.PromptFormat`], *optional*, defaults to `"plain"`):
-            A preset of `npo_trl.prompts.PROMPT_FORMATS` (`"plain"`, `"chat"`, `"chat_system"`, `"llama3_instruct"`,
-            `"tofu_llama2"`, `"tofu_phi"`) or a `PromptFormat`: the format the model was trained on.
-        prompt_template, completion_template (`str`, *optional*):
-            Replace the format's templates (as `npo_trl.tofu.to_prompt_completion` takes them), naming `{question}`
-            and `{answer}`.
-        token_boundary (`str`, *optional*, defaults to `"common_prefix"`):
-            Where the scored answer starts: `"common_prefix"` (where the tokenized prompt and prompt+answer diverge,
-            as NPOTrainer trains) or `"prompt_length"` (after `len(prompt_ids)` tokens, the reference evaluator's
-            rule, which skips a first answer token that merged with the prompt's trailing space). See
-            `npo_trl.prompts`.
-        mask_pad_tokens (`bool`, *optional*, defaults to `False`):
-            Hide every token equal to the pad token inside the text from attention, in scoring and in generation, as
-            the reference evaluator's collator does. It matters for a chat model whose pad token is its end-of-turn
-            token (Llama-3.x-Instruct with pad = EOS): its turn separators are then invisible to the model. Off by
-            default because it changes what the model sees; the README gives its measured effect.
-        min_k_fraction (`float`, *optional*, defaults to `0.4`):
-            The k of the Min-K% and Min-K%++ attacks (MUSE's and open-unlearning's 40%).
+        settings ([`~npo_trl.tofu.TOFUEvalSettings`] or `None`, *optional*):
+            How the sets are selected, formatted, tokenized, scored and generated from (rows per set, prompt format,
+            token boundary, batch sizes, greedy-answer length, Min-K% fraction); `None` takes its defaults. The
+            statistics of `reference_stats` must have been computed under the same scoring settings.
         progress (`bool`, *optional*, defaults to `False`):
             Show a progress bar over the batches (`TOFUCallback` follows the trainer's `disable_tqdm`).
     """
@@ -74,38 +46,26 @@ class TOFUEvaluator(Evaluator):
     metric_names = METRICS + privacy.PRIVACY_METRICS
     higher_is_better = ("tofu/forget_quality", "tofu/model_utility")
 
-    def __init__(self, processing_class, eval_sets, reference_stats=None, max_samples=None, seed=0, batch_size=8,
-                 max_new_tokens=200, prompt_format="plain", prompt_template=None, completion_template=None,
-                 generation_batch_size=None, token_boundary="common_prefix", mask_pad_tokens=False,
-                 min_k_fraction=privacy.MIN_K_FRACTION, progress=False):
+    def __init__(self, processing_class, eval_sets, reference_stats=None, settings: TOFUEvalSettings | None = None,
+                 progress=False):
         super().__init__(progress)
         if not eval_sets:
             raise ValueError(f"eval_sets is empty: give TOFU evaluation sets by name among {list(SET_NAMES)}.")
         if HOLDOUT in eval_sets and "forget" not in eval_sets:
             raise ValueError("eval_sets has 'holdout' but no 'forget' set: the privacy metrics compare the forget rows "
                              "(members) with the holdout rows (non-members); add 'forget'.")
-        if not 0 < min_k_fraction <= 1:
-            raise ValueError(f"min_k_fraction must be in (0, 1], got {min_k_fraction}.")
-        if token_boundary not in TOKEN_BOUNDARIES:
-            raise ValueError(f"token_boundary={token_boundary!r} is unknown: use one of {list(TOKEN_BOUNDARIES)}.")
-        if batch_size < 1 or max_new_tokens < 1 or (generation_batch_size is not None and generation_batch_size < 1):
-            raise ValueError(f"batch_size, max_new_tokens and generation_batch_size must be >= 1 (got {batch_size}, "
-                             f"{max_new_tokens}, {generation_batch_size}).")
-        self.processing_class, self.batch_size, self.max_new_tokens = processing_class, batch_size, max_new_tokens
-        self.generation_batch_size = generation_batch_size or batch_size
-        self.mask_pad_tokens, self.min_k_fraction = mask_pad_tokens, min_k_fraction
-        self.sets = {name: TOFUEvalSet(name, rows, processing_class, max_samples, seed, prompt_format,
-                                       prompt_template, completion_template, token_boundary)
+        self.processing_class, self.settings = processing_class, settings or TOFUEvalSettings()
+        self.sets = {name: TOFUEvalSet(name, rows, processing_class, self.settings)
                      for name, rows in eval_sets.items()}
         if isinstance(reference_stats, (str, os.PathLike)):
-            reference_stats = load_reference_stats(reference_stats)
+            reference_stats = {"path": str(reference_stats), **load_reference_stats(reference_stats)}
         self.reference_stats = reference_stats
         self.reference_truth_ratios, self.reference_privacy = None, (None, None)
         if reference_stats is not None:
             self.reference_truth_ratios = reference_truth_ratios(reference_stats, self.sets.get("forget"),
-                                                                 mask_pad_tokens)
+                                                                 self.settings)
             if HOLDOUT in self.sets:
-                self.reference_privacy = reference_privacy(reference_stats, self.sets[HOLDOUT], min_k_fraction)
+                self.reference_privacy = reference_privacy(reference_stats, self.sets[HOLDOUT], self.settings)
 
     def compute(self, model, ref_model, accelerator, synced_gpus) -> dict[str, float | None]:
         return metrics_from_scores(self.score(model, ref_model, accelerator, synced_gpus), self.reference_truth_ratios,
@@ -117,14 +77,11 @@ class TOFUEvaluator(Evaluator):
         mode, from which `evaluate` aggregates."""
         membership = HOLDOUT in self.sets  # the forget pass also scores the privacy attacks; holdout: one pass more
         return {
-            name: score_eval_set(model, self.processing_class, eval_set, batch_size=self.batch_size,
+            name: score_eval_set(model, self.processing_class, eval_set, self.settings,
                                  ref_model=ref_model if name == "forget" else None,
-                                 max_new_tokens=self.max_new_tokens, accelerator=accelerator, synced_gpus=synced_gpus,
-                                 generation_batch_size=self.generation_batch_size,
-                                 generate=generate and name != HOLDOUT,
-                                 mask_pad_tokens=self.mask_pad_tokens, timer=self.timer, progress=self.progress,
-                                 membership=membership and name in ("forget", HOLDOUT),
-                                 min_k_fraction=self.min_k_fraction)
+                                 generate=generate and name != HOLDOUT, accelerator=accelerator,
+                                 synced_gpus=synced_gpus, membership=membership and name in ("forget", HOLDOUT),
+                                 timer=self.timer, progress=self.progress)
             for name, eval_set in self.sets.items()
         }
 

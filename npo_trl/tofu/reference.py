@@ -4,7 +4,8 @@ Forget quality needs, for each forget row, the truth ratio R = (Π_j P(perturbed
 model never trained on the forget set (the retain model). `load_reference_stats` reads three formats:
 
 - **npo-trl** (`compute_reference_stats(..., cache_path=...)`): R for exactly the rows, format and token boundary
-  evaluated, checked by a fingerprint of them.
+  evaluated, checked by a fingerprint of them, and the fingerprint of the `TOFUEvalSettings` they were computed under
+  (an evaluation under other scoring settings refuses them, naming the fields that differ).
 - **open-unlearning**'s `TOFU_EVAL.json` of a retain model: `forget_truth_ratio.value_by_index["i"].score` is R of
   row i of the forget split (same direction as ours). Its `forget_Q_A_ROUGE.value_by_index["i"].ground_truth`, when
   present, is compared with the forget rows' answers to check the order.
@@ -31,9 +32,9 @@ import numpy as np
 
 from ..eval import privacy
 from ..eval.runner import eval_mode
-from ..prompts import get_prompt_format
 from .eval_sets import HOLDOUT, TOFUEvalSet, score_eval_set
 from .metrics import truth_ratios
+from .settings import TOFUEvalSettings
 
 SOURCES = ("npo-trl", "open-unlearning", "tofu")
 
@@ -43,11 +44,8 @@ def _model_id(model) -> str | None:
     return getattr(config, "_name_or_path", None) or None
 
 
-def compute_reference_stats(model, processing_class, forget_eval_set, *, max_samples=None, seed=0, batch_size=8,
-                            prompt_format="plain", prompt_template=None, completion_template=None,
-                            token_boundary="common_prefix", mask_pad_tokens=False, cache_path=None,
-                            accelerator=None, holdout_eval_set=None, min_k_fraction=privacy.MIN_K_FRACTION
-                            ) -> dict[str, Any]:
+def compute_reference_stats(model, processing_class, forget_eval_set, settings: TOFUEvalSettings | None = None, *,
+                            holdout_eval_set=None, cache_path=None, accelerator=None) -> dict[str, Any]:
     """The retain model's truth ratios on the forget set: what forget quality compares the unlearned model with; with
     `holdout_eval_set` (TOFU's holdoutNN rows), also its membership-inference AUCs and per-row losses on the forget
     and holdout sets, what the privacy metrics compare with (`"privacy"`).
@@ -55,44 +53,41 @@ def compute_reference_stats(model, processing_class, forget_eval_set, *, max_sam
     `model` is the retain model (fine-tuned without the forget set; TOFU publishes one per split), a plain model on
     `accelerator.device` when `accelerator` is given (each process then scores a shard of the rows). Under DeepSpeed
     ZeRO-3, load it before creating the training arguments, or later loads partition it for a DeepSpeed engine.
-    Use the evaluation's `max_samples`, `seed`, format (`prompt_format`, templates), `token_boundary` and
-    `mask_pad_tokens`. With `cache_path`, statistics saved there for the same rows and model are loaded instead of
-    recomputed, and new ones are saved there (JSON).
+    Use the evaluation's `settings` ([`TOFUEvalSettings`], by default its defaults): the statistics store their
+    `fingerprint` (`"settings_fingerprint"`, with `"settings"` for a reader), and an evaluation under other scoring
+    settings refuses them. With `cache_path`, statistics saved there for the same rows, settings and model are loaded
+    instead of recomputed, statistics of other rows or another model are recomputed and saved there (JSON), and
+    statistics saved under other settings raise a ValueError naming the fields that differ.
     """
-    prompt_format = get_prompt_format(prompt_format, prompt_template, completion_template)
-    forget = TOFUEvalSet("forget", forget_eval_set, processing_class, max_samples, seed, prompt_format,
-                         token_boundary=token_boundary)
-    holdout = None if holdout_eval_set is None else TOFUEvalSet(HOLDOUT, holdout_eval_set, processing_class,
-                                                                 max_samples, seed, prompt_format,
-                                                                 token_boundary=token_boundary)
+    settings = settings or TOFUEvalSettings()
+    forget = TOFUEvalSet("forget", forget_eval_set, processing_class, settings)
+    holdout = None if holdout_eval_set is None else TOFUEvalSet(HOLDOUT, holdout_eval_set, processing_class, settings)
     if cache_path is not None and os.path.exists(cache_path):
         stats = load_reference_stats(cache_path)
-        if stats.get("fingerprint") == forget.fingerprint and stats.get("model") == _model_id(model) and \
-                stats.get("mask_pad_tokens", False) == mask_pad_tokens and \
-                (holdout is None or _privacy_matches(stats.get("privacy"), holdout, min_k_fraction)):
-            return stats
-    settings = dict(batch_size=batch_size, generate=False, accelerator=accelerator, mask_pad_tokens=mask_pad_tokens,
-                    membership=holdout is not None, min_k_fraction=min_k_fraction)
+        if "settings_fingerprint" in stats:  # npo-trl's; an older file without it is recomputed
+            settings.check_stats(stats, cache_path)
+            if stats.get("fingerprint") == forget.fingerprint and stats.get("model") == _model_id(model) and \
+                    (holdout is None or _privacy_matches(stats.get("privacy"), holdout)):
+                return stats
+    passes = {"generate": False, "accelerator": accelerator, "membership": holdout is not None}
     with eval_mode(model):
-        scores = score_eval_set(model, processing_class, forget, **settings)
-        holdout_scores = None if holdout is None else score_eval_set(model, processing_class, holdout, **settings)
+        scores = score_eval_set(model, processing_class, forget, settings, **passes)
+        holdout_scores = None if holdout is None else score_eval_set(model, processing_class, holdout, settings,
+                                                                     **passes)
     stats = {
         "source": "npo-trl",
         "truth_ratios": scores["truth_ratios"].tolist(),
         "fingerprint": forget.fingerprint,
         "num_rows": len(forget),
-        "max_samples": max_samples,
-        "seed": seed,
-        "prompt_format": forget.prompt_format.to_dict(),
-        "token_boundary": token_boundary,
-        "mask_pad_tokens": mask_pad_tokens,
+        "settings_fingerprint": settings.fingerprint(),
+        "settings": settings.to_dict(),
         "model": _model_id(model),
     }
     if holdout is not None:
         stats["privacy"] = {  # its AUCs of every attack but the reference one, whose reference it is itself
             "auc": privacy.mia_aucs(scores, holdout_scores),
             "forget_losses": scores["loss"].tolist(), "holdout_losses": holdout_scores["loss"].tolist(),
-            "holdout_fingerprint": holdout.fingerprint, "min_k_fraction": min_k_fraction,
+            "holdout_fingerprint": holdout.fingerprint,
         }
     if cache_path is not None and (accelerator is None or accelerator.is_main_process):
         os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
@@ -184,19 +179,19 @@ def _normalised(text) -> str:
     return " ".join(str(text).split())
 
 
-def reference_truth_ratios(stats: dict[str, Any], forget: TOFUEvalSet | None, mask_pad_tokens: bool = False
+def reference_truth_ratios(stats: dict[str, Any], forget: TOFUEvalSet | None, settings: TOFUEvalSettings
                            ) -> np.ndarray:
-    """The reference truth ratios row for row with the evaluated forget set, or a ValueError saying what differs."""
+    """The reference truth ratios row for row with the evaluated forget set, or a ValueError saying what differs:
+    npo-trl's statistics must hold `settings`' fingerprint and the forget set's rows."""
     where = stats.get("path", "reference_stats")
     if forget is None:
         raise ValueError("reference_stats are given but eval_sets has no 'forget' set to compare them with.")
     if stats.get("source", "npo-trl") == "npo-trl":
-        if stats.get("fingerprint") != forget.fingerprint or stats.get("mask_pad_tokens", False) != mask_pad_tokens:
+        settings.check_stats(stats, stats.get("path"))
+        if stats.get("fingerprint") != forget.fingerprint:
             raise ValueError(
-                f"{where} was computed on other forget rows, another format or another token boundary than this "
-                f"forget set ({len(forget)} rows, prompt_format={forget.prompt_format}, token_boundary="
-                f"{forget.token_boundary!r}, mask_pad_tokens={mask_pad_tokens}): recompute it with "
-                "compute_reference_stats(retain_model, tokenizer, forget_set, ...) and the same settings."
+                f"{where} was computed on other forget rows than this forget set ({len(forget)} rows): recompute it "
+                "with compute_reference_stats(retain_model, tokenizer, forget_set, settings) on these rows."
             )
         return np.asarray(stats["truth_ratios"], dtype=np.float64)
     if stats["num_rows"] != forget.num_source_rows:
@@ -215,23 +210,22 @@ def reference_truth_ratios(stats: dict[str, Any], forget: TOFUEvalSet | None, ma
     return np.asarray(stats["truth_ratios"], dtype=np.float64)[forget.indices]
 
 
-def _privacy_matches(stats_privacy, holdout: TOFUEvalSet, min_k_fraction: float) -> bool:
-    return isinstance(stats_privacy, dict) and stats_privacy.get("holdout_fingerprint") == holdout.fingerprint and \
-        stats_privacy.get("min_k_fraction") == min_k_fraction
+def _privacy_matches(stats_privacy, holdout: TOFUEvalSet) -> bool:
+    return isinstance(stats_privacy, dict) and stats_privacy.get("holdout_fingerprint") == holdout.fingerprint
 
 
-def reference_privacy(stats: dict[str, Any], holdout: TOFUEvalSet, min_k_fraction: float
+def reference_privacy(stats: dict[str, Any], holdout: TOFUEvalSet, settings: TOFUEvalSettings
                       ) -> tuple[dict[str, float] | None, tuple[np.ndarray, np.ndarray] | None]:
     """(the retain model's AUCs, its (forget, holdout) per-row losses) for the evaluated holdout set. npo-trl's own
     statistics must hold them for these rows (else a ValueError naming the fix: they are recomputed from the retain
     model); a published log may lack them (then a warning, and no PrivLeak) and never has the losses (no reference
-    attack). Call after `reference_truth_ratios`, which checks the forget rows."""
+    attack). Call after `reference_truth_ratios`, which checks the forget rows and the settings."""
     where = stats.get("path", "reference_stats")
     section = stats.get("privacy")
     external = stats.get("source", "npo-trl") != "npo-trl"
     if external:
         aucs = dict(section["auc"]) if isinstance(section, dict) and section.get("auc") else {}
-        if aucs and min_k_fraction != privacy.MIN_K_FRACTION:  # open-unlearning's Min-K% and Min-K%++ use k = 0.4
+        if aucs and settings.min_k_fraction != privacy.MIN_K_FRACTION:  # open-unlearning's Min-K% and ++ use 0.4
             aucs.pop("min_k", None), aucs.pop("min_k_plus_plus", None)
         if privacy.PRIVLEAK_ATTACK not in aucs:
             warnings.warn(f"{where} holds no Min-K% membership-inference AUC of the retain model (k = "
@@ -243,10 +237,9 @@ def reference_privacy(stats: dict[str, Any], holdout: TOFUEvalSet, min_k_fractio
             "them with compute_reference_stats(retain_model, tokenizer, forget, holdout_eval_set=eval_sets['holdout'],"
             " ...) (examples/tofu.py does with --privacy true), or leave 'holdout' out of eval_sets (--privacy false)."
         )
-    if not _privacy_matches(section, holdout, min_k_fraction):
+    if not _privacy_matches(section, holdout):
         raise ValueError(
-            f"{where} was computed on other holdout rows, format or Min-K% fraction than this holdout set "
-            f"({len(holdout)} rows, min_k_fraction={min_k_fraction}): recompute it with compute_reference_stats(..., "
-            "holdout_eval_set=...) and the same settings."
+            f"{where} was computed on other holdout rows than this holdout set ({len(holdout)} rows): recompute it "
+            "with compute_reference_stats(..., holdout_eval_set=...) on these rows."
         )
     return section["auc"], (np.asarray(section["forget_losses"]), np.asarray(section["holdout_losses"]))

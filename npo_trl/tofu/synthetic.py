@@ -11,8 +11,7 @@ import random
 
 import datasets
 
-from .data import SYNTHETIC_FORGET_PERCENTS, _split_names
-
+from .splits import SYNTHETIC_FORGET_PERCENTS, split_names
 
 FIRST_NAMES = (
     "Adra Belen Caius Dorin Elsin Faro Galen Hessa Ilar Jory Kael Lumi Maren Nilo Orla Pell Quin Rhea Soren Tavi "
@@ -317,10 +316,11 @@ def make_synthetic_tofu(num_authors: int = 200, qa_per_author: int = 20, seed: i
         splits[f"holdout{pct:02d}"] = holdout_table.select(range(count * qa_per_author))
     splits["general_knowledge"] = datasets.concatenate_datasets(
         [general_table.select_columns(qa), _dataset(background)])
-    return datasets.DatasetDict({name: splits[name] for name in _split_names(SYNTHETIC_FORGET_PERCENTS, True)})
+    return datasets.DatasetDict({name: splits[name] for name in split_names(SYNTHETIC_FORGET_PERCENTS, True)})
 
 
 @functools.lru_cache(maxsize=1)
-def _default_synthetic_tofu() -> datasets.DatasetDict:
-    """`make_synthetic_tofu()` once per process: `load_tofu("synthetic", ...)` is called once per split."""
+def default_synthetic_tofu() -> datasets.DatasetDict:
+    """`make_synthetic_tofu()` with its defaults, built once per process: what `load_tofu("synthetic", split)`
+    reads, once per split."""
     return make_synthetic_tofu()

@@ -19,7 +19,7 @@ from torch.distributed.fsdp import fully_shard
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from npo_trl.eval.runner import eval_mode
-from npo_trl.tofu import TOFUEvaluator, compute_reference_stats
+from npo_trl.tofu import TOFUEvalSettings, TOFUEvaluator, compute_reference_stats
 
 
 class ProcessGroupAccelerator:
@@ -45,8 +45,9 @@ def main(model_dir, sets_path, output_path):
     whole = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     torch.manual_seed(0)  # an untrained model of the same shape stands in for the retain model
     retain = AutoModelForCausalLM.from_config(whole.config)
-    stats = compute_reference_stats(retain, tokenizer, sets["forget"], holdout_eval_set=sets["holdout"])
-    evaluator = TOFUEvaluator(tokenizer, sets, stats, batch_size=3, max_new_tokens=6)
+    settings = TOFUEvalSettings(batch_size=3, max_new_tokens=6)
+    stats = compute_reference_stats(retain, tokenizer, sets["forget"], settings, holdout_eval_set=sets["holdout"])
+    evaluator = TOFUEvaluator(tokenizer, sets, stats, settings)
     one_process = evaluator.evaluate(whole)
 
     sharded = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)

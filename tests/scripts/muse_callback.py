@@ -16,7 +16,14 @@ from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from npo_trl import NPOConfig, NPOTrainer
-from npo_trl.muse import MUSECallback, chunk_texts, compute_reference_stats, load_muse, muse_eval_sets
+from npo_trl.muse import (
+    MUSECallback,
+    MUSEEvalSettings,
+    chunk_texts,
+    compute_reference_stats,
+    load_muse,
+    muse_eval_sets,
+)
 
 
 def main(model_dir, retrain_dir, data_dir, output_dir, batch_size):
@@ -31,10 +38,11 @@ def main(model_dir, retrain_dir, data_dir, output_dir, batch_size):
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     trainer = NPOTrainer(model, args=args, train_dataset=forget, processing_class=tokenizer)
     # Odd batch sizes, so the two runs pad their batches differently.
-    stats = compute_reference_stats(retrain_model.to(trainer.accelerator.device), tokenizer, sets, batch_size=3,
+    settings = MUSEEvalSettings(batch_size=3, verbmem_max_new_tokens=16, knowmem_max_new_tokens=8,
+                                knowmem_trailing_space=False)
+    stats = compute_reference_stats(retrain_model.to(trainer.accelerator.device), tokenizer, sets, settings,
                                     accelerator=trainer.accelerator)
-    callback = MUSECallback(tokenizer, sets, reference_stats=stats, eval_steps=1, batch_size=3,
-                            verbmem_max_new_tokens=16, knowmem_max_new_tokens=8, knowmem_trailing_space=False)
+    callback = MUSECallback(tokenizer, sets, reference_stats=stats, settings=settings, eval_steps=1)
     trainer.add_callback(callback)
     callback.bind(trainer)
     trainer.train()

@@ -17,8 +17,8 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from npo_trl import NPOConfig, NPOTrainer
+from npo_trl.tofu import TOFUEvalSettings, compute_reference_stats
 from npo_trl.tofu.callback import TOFUCallback
-from npo_trl.tofu import compute_reference_stats
 
 
 def main(model_dir, sets_path, output_dir, batch_size):
@@ -36,11 +36,11 @@ def main(model_dir, sets_path, output_dir, batch_size):
     trainer = NPOTrainer(model, args=args, train_dataset=forget, processing_class=tokenizer)
 
     # Each process scores its half of the rows.
-    stats = compute_reference_stats(retain_model.to(trainer.accelerator.device), tokenizer, sets["forget"],
-                                    batch_size=3, accelerator=trainer.accelerator,
-                                    holdout_eval_set=sets.get("holdout"))
     # Odd batch sizes, so the two runs pad their batches differently.
-    callback = TOFUCallback(tokenizer, sets, reference_stats=stats, eval_steps=1, batch_size=3, max_new_tokens=12)
+    settings = TOFUEvalSettings(batch_size=3, max_new_tokens=12)
+    stats = compute_reference_stats(retain_model.to(trainer.accelerator.device), tokenizer, sets["forget"], settings,
+                                    holdout_eval_set=sets.get("holdout"), accelerator=trainer.accelerator)
+    callback = TOFUCallback(tokenizer, sets, reference_stats=stats, settings=settings, eval_steps=1)
     trainer.add_callback(callback)
     callback.bind(trainer)  # NPOTrainer binds the callbacks given to it; one added later is bound by hand
     trainer.train()
