@@ -1,6 +1,6 @@
-"""npo_trl.tofu.experiment_data: an experiment's TOFU splits (synthetic and TOFU's own files), the authors kept, the evaluation
-sets, what each fine-tune trains on (the real-author and world-fact evaluation rows only for the built-in model), the
-IDK replies and the tokenizer's corpus."""
+"""npo_trl.tofu.experiment_data: an experiment's TOFU splits (synthetic and TOFU's own files), the authors kept, the
+evaluation sets, what each fine-tune trains on (the real-author and world-fact evaluation rows only for the built-in
+model), the IDK replies and the tokenizer's corpus."""
 
 import os
 from pathlib import Path
