@@ -54,7 +54,8 @@ def run_example(argv: list[str], sizes: Sizes) -> str:
 def default_epochs() -> float:
     """The example's default number of unlearning epochs, as its --help states it."""
     text = run_example(["--help"], Sizes(threads=0))
-    return float(re.search(r"--num_train_epochs\b.*?\(default:\s+([0-9.]+)\)", text, re.DOTALL).group(1))
+    option = re.search(r"^ +--num_train_epochs NUM_TRAIN_EPOCHS.*?\(default:\s+([0-9.]+)\)", text, re.M | re.S)
+    return float(option.group(1))
 
 
 def tofu_child(sizes: Sizes, workdir: str) -> dict:
