@@ -54,7 +54,8 @@ def run_example(argv: list[str], sizes: Sizes) -> str:
 def default_epochs() -> float:
     """The example's default number of unlearning epochs, as its --help states it."""
     text = run_example(["--help"], Sizes(threads=0))
-    option = re.search(r"^ +--num_train_epochs NUM_TRAIN_EPOCHS.*?\(default:\s+([0-9.]+)\)", text, re.MULTILINE | re.DOTALL)
+    option = re.search(r"^ +--num_train_epochs NUM_TRAIN_EPOCHS.*?\(default:\s+([0-9.]+)\)", text,
+                       re.MULTILINE | re.DOTALL)
     return float(option.group(1))
 
 

@@ -67,8 +67,9 @@ class TOFUScriptArguments:
                 "open-unlearning/tofu_Llama-3.2-1B-Instruct_full): skips the base and full stages. Without it, "
                 "--model_name_or_path (default: a tiny Llama built here) is fine-tuned on the authors."})
     retain_model: str | None = field(default=None, metadata={
-        "help": "A model fine-tuned without the forget set (e.g. open-unlearning/tofu_Llama-3.2-1B-Instruct_retain90): "
-                "its truth ratios on the forget set are forget quality's reference; skips the retain stage."})
+        "help": "A model fine-tuned without the forget set (e.g. "
+                "open-unlearning/tofu_Llama-3.2-1B-Instruct_retain90): its truth ratios on the forget set are forget "
+                "quality's reference; skips the retain stage."})
     reference_stats: str | None = field(default=None, metadata={
         "help": "The retain model's statistics instead of a retain model: npo-trl's retain_stats.json, "
                 "open-unlearning's TOFU_EVAL.json or a TOFU/NPO-repository eval_log_forget.json / "
@@ -108,7 +109,8 @@ def check_arguments(script_args: TOFUScriptArguments, args: NPOConfig, model_arg
     if script_args.retain_model is not None and script_args.reference_stats is not None:
         raise ValueError("--retain_model and --reference_stats both give forget quality's reference: pass one.")
     trains_retain = script_args.retain_model is None and script_args.reference_stats is None
-    if script_args.finetuned_model and not model_args.model_name_or_path and (trains_retain or script_args.sanity_check):
+    needs_base = trains_retain or script_args.sanity_check
+    if script_args.finetuned_model is not None and model_args.model_name_or_path is None and needs_base:
         raise ValueError("--finetuned_model skips the base model that a retain model would be fine-tuned from: pass "
                          "--retain_model or --reference_stats (and no --sanity_check), or --model_name_or_path, the "
                          "base the fine-tuned model was trained from.")
@@ -121,12 +123,13 @@ def sft(model, tokenizer, rows, path, epochs, seed, script_args, settings, args,
                           per_device_train_batch_size=script_args.finetune_batch_size, seed=seed,
                           warmup_steps=min(1.0 / epochs, 0.5),  # the paper's: warm-up over one epoch, then decay
                           model_init_kwargs=model_init_kwargs(model_args) if isinstance(model, str) else None)
-    sft_stage(model, sft_args, to_prompt_completion(rows, settings.resolved_prompt_format).shuffle(seed=seed), tokenizer)
+    rows = to_prompt_completion(rows, settings.resolved_prompt_format).shuffle(seed=seed)
+    sft_stage(model, sft_args, rows, tokenizer)
 
 
 def build_base(script_args, tiny_args, settings, args, model_args, splits) -> str:
     """Stage 1: --model_name_or_path, or a tiny Llama and a tokenizer trained on the data, pre-trained on general
-    knowledge (the real-author and world facts count twice in the tokenizer's text, as the fine-tunes train on them)."""
+    knowledge (the real-author and world facts count twice in the tokenizer's text: the fine-tunes train on them)."""
     path = model_args.model_name_or_path or os.path.join(args.output_dir, "base")
     if not is_done(path):
         texts = tokenizer_corpus(*splits.values(), known_facts(splits)) + idk_answers(script_args.dataset)
@@ -168,8 +171,8 @@ def sanity_check(script_args, settings, args, model_args, base, splits, tokenize
         name = "retain_seed2" if script_args.seeds is None else f"retain_sanity_seed{seed}"
         path = os.path.join(args.output_dir, name)
         fine_tune(base, splits["retain"], path, seed, script_args, settings, args, model_args, splits)
-        other = retain_model_stats(path, tokenizer, eval_sets, settings,
-                                   os.path.join(args.output_dir, f"{name}_stats.json"), model_args=model_args, args=args)
+        cache = os.path.join(args.output_dir, f"{name}_stats.json")
+        other = retain_model_stats(path, tokenizer, eval_sets, settings, cache, model_args=model_args, args=args)
         values[seed] = forget_quality(other["truth_ratios"], stats["truth_ratios"])
     return values if script_args.seeds is not None else values[args.seed + 1]
 
@@ -203,7 +206,7 @@ def main(script_args: TOFUScriptArguments, tiny_args: TinyLlamaArguments, settin
     model_args = model_args or ModelConfig()
     check_arguments(script_args, args, model_args)
     built_in = model_args.model_name_or_path is None and script_args.finetuned_model is None
-    settings = dataclasses.replace(  # this run's defaults: short answers on the synthetic data, wide tiny-model batches
+    settings = dataclasses.replace(  # this run's defaults: short answers on synthetic data, wide tiny-model batches
         settings, max_new_tokens=settings.max_new_tokens or (48 if script_args.dataset == "synthetic" else 200),
         generation_batch_size=settings.generation_batch_size or settings.batch_size * (7 if built_in else 1))
     save_arguments(args.output_dir, script=script_args, tiny_model=tiny_args, settings=settings, training=args,

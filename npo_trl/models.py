@@ -26,8 +26,8 @@ def model_init_kwargs(model_args=None) -> dict:
 def load_model(path: str, model_args=None, device=None):
     """A saved causal language model (a folder or a hub id), whole, loaded with `model_args`' settings
     (`model_init_kwargs`) on `device` (default: this process's device, `accelerate.PartialState().device`). A folder
-    of LoRA adapters (`adapter_config.json`, as an unlearning stage run with `--use_peft` saves) is loaded onto the base
-    model it names. Under ZeRO-3, load it inside `outside_zero3`."""
+    of LoRA adapters (`adapter_config.json`, as an unlearning stage run with `--use_peft` saves) is loaded onto the
+    base model it names. Under ZeRO-3, load it inside `outside_zero3`."""
     from accelerate import PartialState
     from transformers import AutoModelForCausalLM
     from trl.trainer.utils import create_model_from_path

@@ -35,7 +35,7 @@ class TinyLlamaArguments:
 
     hidden_size: int = field(default=128, metadata={"help": "Built-in model: hidden size."})
     num_layers: int = field(default=4, metadata={"help": "Built-in model: number of layers."})
-    vocab_size: int = field(default=2048, metadata={"help": "Built-in model: size of the BPE vocabulary trained here."})
+    vocab_size: int = field(default=2048, metadata={"help": "Built-in model: size of its BPE vocabulary."})
 
 
 def is_done(path: str) -> bool:
@@ -44,8 +44,8 @@ def is_done(path: str) -> bool:
 
 
 def clean_interrupted_stage(path: str) -> None:
-    """Remove what an interrupted run of a stage left in `path` (its partial metrics and checkpoints), so that the stage
-    starts again clean: the main process deletes the folder, then every process waits for it."""
+    """Remove what an interrupted run of a stage left in `path` (its partial metrics and checkpoints), so that the
+    stage starts again clean: the main process deletes the folder, then every process waits for it."""
     from accelerate import PartialState
 
     state = PartialState()
@@ -122,8 +122,8 @@ def unlearning_stage(model, args, method: str, output_dir: str, train_dataset, r
     into `output_dir`/final, unless a model is saved there already; returns that folder.
 
     A run interrupted mid-way starts again in a clean `output_dir` (`clean_interrupted_stage`), without its partial
-    metrics. The run's `NPOConfig` is `args` for `method`, with `output_dir`, `seed` when given, the loading settings of
-    `model_args` (a `trl.ModelConfig`: dtype, attention, revision, and its LoRA and quantization flags) and, for a
+    metrics. The run's `NPOConfig` is `args` for `method`, with `output_dir`, `seed` when given, the loading settings
+    of `model_args` (a `trl.ModelConfig`: dtype, attention, revision, and its LoRA and quantization flags) and, for a
     method that trains towards replacement answers (idk, dpo) with none in `args`, `replacement_answers`.
     `retain_dataset` is used by the methods with a retain loss only.
     """

@@ -66,8 +66,8 @@ def test_a_second_run_skips_finished_stages(tiny_run):
 
 
 def test_impossible_arguments_are_refused_up_front(tmp_path):
-    """Refused with the fix before anything trains; --criteria_methods is not checked without --criteria (that run stops
-    later, at the empty dataset folder)."""
+    """Refused with the fix before anything trains; --criteria_methods is not checked without --criteria (that run
+    stops later, at the empty dataset folder)."""
     empty = tmp_path / "empty"
     empty.mkdir()
     refused = {"--target_model skips the base": ["--target_model", "some/target"],

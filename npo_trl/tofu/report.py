@@ -124,8 +124,8 @@ def format_summary(summary: dict) -> str:
         for seed, row in best.items():
             leak = f"  PrivLeak {row['privacy/privleak']:.1f}%" if row.get("privacy/privleak") is not None else ""
             mark = "  (collapsed: model utility < half the fine-tuned model's)" if row["collapsed"] else ""
-            lines.append(f"{method:>10} seed {seed}: best epoch {row['epoch'] or 0:.0f}  forget quality {row[FQ]:.3g}  "
-                         f"model utility {row[MU]:.3f}{leak}{mark}")
+            lines.append(f"{method:>10} seed {seed}: best epoch {row['epoch'] or 0:.0f}  forget quality "
+                         f"{row[FQ]:.3g}  model utility {row[MU]:.3f}{leak}{mark}")
             peak = summary["peak"][method][seed]
             if peak["collapsed"] and peak["step"] != row["step"]:
                 lines.append(f"{'':>10}   its forget-quality peak, {peak[FQ]:.3g} at epoch {peak['epoch'] or 0:.0f}, "

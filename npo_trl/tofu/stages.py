@@ -1,6 +1,6 @@
 """TOFU's stages of a staged run (`npo_trl.stages`), as examples/tofu.py runs them and benchmarks/evaluation.py times
-them: the unlearning stage with TOFU's metrics every epoch, the retain model's statistics, and the sample generations of
-the report."""
+them: the unlearning stage with TOFU's metrics every epoch, the retain model's statistics, and the sample generations
+of the report."""
 
 import os
 
@@ -28,7 +28,8 @@ def tofu_unlearning_stage(model: str, args, method: str, output_dir: str, splits
     tokenizer = AutoTokenizer.from_pretrained(model)
     callback = TOFUCallback(tokenizer, eval_sets, reference_stats=reference_stats, settings=settings,
                             eval_steps="epoch")
-    forget, retain = (to_prompt_completion(splits[key], settings.resolved_prompt_format) for key in ("forget", "retain"))
+    forget, retain = (to_prompt_completion(splits[key], settings.resolved_prompt_format)
+                      for key in ("forget", "retain"))
     return unlearning_stage(model, args, method, output_dir, forget, retain, processing_class=tokenizer,
                             model_args=model_args, callbacks=[callback], seed=seed,
                             replacement_answers=replacement_answers)
