@@ -1,7 +1,8 @@
 """What a TOFU evaluation costs inside examples/tofu.py's unlearning stage, measured through the hooks the code offers:
-the example's own functions and defaults (`make_parser`, `main`, `unlearn`) and the timing that TOFUCallback writes
-into `tofu_metrics.jsonl` with every evaluation (`eval_timing`: seconds per kind of pass, generated tokens, the time
-it ended). Nothing is patched.
+the example itself (run in a subprocess: every stage, its defaults, the `arguments.json` it writes), the library's
+unlearning stage that the example runs (`npo_trl.tofu.stages.tofu_unlearning_stage`, timed here on the example's
+models, data and settings), and the timing that TOFUCallback writes into `tofu_metrics.jsonl` with every evaluation
+(`eval_timing`: seconds per kind of pass, generated tokens, the time it ended). Nothing is patched.
 
     python -m benchmarks.evaluation SIZES_JSON WORKDIR      # one measurement (what measure_evaluation runs)
 """
@@ -10,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -20,7 +22,7 @@ from benchmarks.sizes import EVAL_SHARE_TARGET, Sizes, apply_threads
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-EXAMPLES = os.path.join(ROOT, "examples")
+EXAMPLE = os.path.join(ROOT, "examples", "tofu.py")
 
 
 def example_argv(sizes: Sizes, workdir: str) -> list[str]:
@@ -32,36 +34,73 @@ def example_argv(sizes: Sizes, workdir: str) -> list[str]:
     if sizes.eval_max_new_tokens:
         argv += ["--max_new_tokens", str(sizes.eval_max_new_tokens)]
     if sizes.eval_batch_size:
-        argv += ["--eval_batch_size", str(sizes.eval_batch_size)]
+        argv += ["--batch_size", str(sizes.eval_batch_size)]
     if sizes.eval_tiny_model:
         argv += ["--hidden_size", "32", "--num_layers", "1", "--vocab_size", "300", "--qa_per_author", "4"]
     return argv
 
 
-def tofu_child(sizes: Sizes, workdir: str) -> dict:
-    """In a fresh process: examples/tofu.py's stages (`main`, method npo once), then its unlearning stage again, timed
-    from outside (`unlearn`), with each evaluation's timing read from the callback's JSONL."""
-    apply_threads(sizes)
-    sys.path.insert(0, EXAMPLES)
-    import tofu
-    from transformers import AutoTokenizer
+def run_example(argv: list[str], sizes: Sizes) -> str:
+    """examples/tofu.py in a subprocess (with the benchmark's thread count); its output, or a RuntimeError with its
+    error output."""
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(sizes.threads)} if sizes.threads else {})}
+    proc = subprocess.run([sys.executable, EXAMPLE, *argv], check=False, capture_output=True, text=True, cwd=ROOT,
+                          env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"examples/tofu.py {' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc.stdout
 
+
+def default_epochs() -> float:
+    """The example's default number of unlearning epochs, as its --help states it."""
+    text = run_example(["--help"], Sizes(threads=0))
+    option = re.search(r"^ +--num_train_epochs NUM_TRAIN_EPOCHS.*?\(default:\s+([0-9.]+)\)", text,
+                       re.MULTILINE | re.DOTALL)
+    return float(option.group(1))
+
+
+def tofu_child(sizes: Sizes, workdir: str) -> dict:
+    """In a fresh process: examples/tofu.py's stages (a subprocess, method npo once), then its unlearning stage again
+    here, on the models, data and settings of the run (its `arguments.json`), once as a warm-up and once timed from
+    outside, with each evaluation's timing read from the callback's JSONL."""
+    apply_threads(sizes)
+    from transformers import AutoTokenizer
+    from trl import ModelConfig
+
+    from npo_trl import NPOConfig
     from npo_trl.prompts import tokenize_qa
-    from npo_trl.tofu import TOFUEvalSettings, TOFUEvaluator, load_reference_stats
+    from npo_trl.tofu import (
+        TOFUEvalSettings,
+        TOFUEvaluator,
+        evaluation_sets,
+        idk_answers,
+        load_reference_stats,
+        load_splits,
+    )
+    from npo_trl.tofu.stages import tofu_unlearning_stage
 
     argv = example_argv(sizes, workdir)
-    script_args, args, model_args = tofu.make_parser().parse_args_and_config(args=argv)
-    default_epochs = tofu.make_parser().parse_args_and_config(args=["--output_dir", "x"])[1].num_train_epochs
-    tofu.main(script_args, args, model_args)  # every stage, and a first run of the unlearning stage (warm-up)
-    out, path = args.output_dir, os.path.join(args.output_dir, "unlearn", "npo")
-    splits = tofu.load_splits(script_args)
-    eval_sets = {key.removeprefix("eval_"): split for key, split in splits.items()
-                 if key.startswith("eval_") and key != "eval_facts"}  # the example's, holdout included (--privacy)
+    run_example(argv, sizes)  # every stage, and a first run of the unlearning stage
+    out = os.path.join(workdir, "tofu")
+    with open(os.path.join(out, "arguments.json")) as f:
+        run = json.load(f)
+    script, settings = run["script"], TOFUEvalSettings(**run["settings"])  # as the example resolved them
+    args, model_args = NPOConfig(**run["training"]), ModelConfig(**run["model"])
+    splits = load_splits(script["dataset"], script["forget_split"], num_authors=script["num_authors"],
+                         qa_per_author=script["qa_per_author"], holdout=script["privacy"])
+    eval_sets = evaluation_sets(splits)  # the example's, holdout included (--privacy)
     stats = load_reference_stats(os.path.join(out, "retain_stats.json"))
+
+    def unlearning_stage(path):
+        return tofu_unlearning_stage(os.path.join(out, "full"), args, "npo", path, splits, eval_sets, stats, settings,
+                                     model_args=model_args, seed=args.seed,
+                                     replacement_answers=idk_answers(script["dataset"]))
+
+    unlearning_stage(os.path.join(workdir, "warm_up"))  # this process's first stage, not timed
+    path = os.path.join(out, "unlearn", "npo")
     shutil.rmtree(path)
     start = time.perf_counter()
-    tofu.unlearn(script_args, args, model_args, "npo", args.seed, os.path.join(out, "full"), splits, eval_sets, stats,
-                 path)
+    unlearning_stage(path)
     stage_seconds = time.perf_counter() - start
     with open(os.path.join(path, "tofu_metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
@@ -69,12 +108,6 @@ def tofu_child(sizes: Sizes, workdir: str) -> dict:
     train_start = timings[0]["end"]  # the first evaluation runs at on_train_begin
     evaluations = [{"seconds": t["seconds"]["total"], "step": row["step"],
                     "parts": {**t["seconds"], **t["counts"]}} for t, row in zip(timings, rows, strict=True)]
-    settings = TOFUEvalSettings(max_samples=script_args.max_samples, sample_seed=script_args.eval_seed,
-                                batch_size=script_args.eval_batch_size,
-                                generation_batch_size=script_args.eval_generation_batch_size,
-                                max_new_tokens=script_args.max_new_tokens, prompt_format=script_args.prompt_format,
-                                token_boundary=script_args.token_boundary,
-                                mask_pad_tokens=script_args.mask_pad_tokens)  # the example's evaluation settings
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(out, "full"))
     evaluator = TOFUEvaluator(tokenizer, eval_sets, stats, settings)
     without_privacy = TOFUEvaluator(tokenizer, {k: v for k, v in eval_sets.items() if k != "holdout"}, stats,
@@ -84,14 +117,14 @@ def tofu_child(sizes: Sizes, workdir: str) -> dict:
     first = evaluations[0]
     first.update(rows={name: len(s) for name, s in evaluator.sets.items()},
                  sequences_scored=sum(len(s) * len(s.candidates[0]) for s in evaluator.sets.values()),
-                 batch_size=evaluator.settings.batch_size, max_new_tokens=evaluator.settings.max_new_tokens)
+                 batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens)
     batch = args.per_device_train_batch_size
     stage = {"seconds": stage_seconds, "train_seconds": timings[-1]["end"] - train_start + first["seconds"],
              "build_seconds": stage_seconds - (timings[-1]["end"] - train_start + first["seconds"]),
              "train_tokens_per_epoch": forget_tokens, "live_reference": True,
              "epochs": rows[-1]["epoch"], "steps": rows[-1]["step"], "batch_size": batch,
              "forget_loss": "npo", "retain_loss": None}
-    return {"evaluations": evaluations, "stages": [stage], "default_epochs": default_epochs,
+    return {"evaluations": evaluations, "stages": [stage], "default_epochs": default_epochs(),
             "argv": " ".join(argv).replace(workdir, "<tmp>"), "work": evaluation_work(evaluator, with_kl=True),
             "eval_profile": profile_evaluation(evaluator, os.path.join(path, "final")),
             "privacy_cost": privacy_cost(evaluator, without_privacy, os.path.join(path, "final"))}
@@ -100,9 +133,9 @@ def tofu_child(sizes: Sizes, workdir: str) -> dict:
 def privacy_cost(with_privacy, without_privacy, model_path: str, repeats: int = 3) -> dict:
     """The privacy metrics' share of one evaluation: the unlearned model evaluated (one process, warm) with the holdout
     set and without it, alternately, `repeats` times each; medians of the evaluators' own timers."""
-    from transformers import AutoModelForCausalLM
+    from npo_trl.models import load_model
 
-    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    model = load_model(model_path).eval()
     seconds = {"with": [], "without": []}
     for _ in range(repeats):
         for key, evaluator in (("with", with_privacy), ("without", without_privacy)):
@@ -134,9 +167,10 @@ def profile_evaluation(evaluator, model_path: str, top: int = 12) -> dict:
     """torch.profiler over one evaluation of the unlearned model (one process), after one unprofiled evaluation as
     warm-up: self CPU time of the longest ops, and the evaluator's own time per kind of pass."""
     from torch.profiler import ProfilerActivity, profile
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    from npo_trl.models import load_model
+
+    model = load_model(model_path).eval()
     evaluator.evaluate(model)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         evaluator.evaluate(model)
@@ -154,7 +188,7 @@ def measure_evaluation(sizes: Sizes, workdir: str, log=print) -> dict:
     subprocess), extrapolated to the example's default number of epochs."""
     cmd = [sys.executable, "-m", "benchmarks.evaluation", json.dumps(dataclasses.asdict(sizes)), workdir]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=ROOT)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("TOFU ")]
     if proc.returncode != 0 or not lines:
         return {"status": "failed", "reason": f"examples/tofu.py failed in the benchmark ({proc.returncode}): "

@@ -11,7 +11,8 @@ the real-author and world-fact answers) and a retain model (the same without for
 Each fine-tuned model is evaluated (every metric; forget quality against its retain model under the same settings)
 with npo-trl's defaults, then with one difference at a time: the reference evaluator's token boundary, its attention
 mask over pad tokens, TOFU's original row selection (the first 300) and a seeded 300-row subset. The tokenizer is the
-example's (`examples/tofu.py`), trained on the data. Nothing is patched: every variant is a TOFUEvalSettings value.
+examples' (`npo_trl.stages.train_tokenizer`), trained on the data. Nothing is patched: every variant is a
+TOFUEvalSettings value.
 """
 
 import argparse
@@ -25,6 +26,7 @@ from datasets import concatenate_datasets
 from transformers import LlamaConfig, LlamaForCausalLM
 from trl import SFTConfig, SFTTrainer
 
+from npo_trl.stages import train_tokenizer
 from npo_trl.tofu import (
     TOFUEvalSettings,
     TOFUEvaluator,
@@ -32,11 +34,10 @@ from npo_trl.tofu import (
     load_tofu,
     to_prompt_completion,
     tofu_eval_sets,
+    tokenizer_corpus,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "examples"))
-from tofu import corpus, train_tokenizer  # noqa: E402  (the example's tokenizer, trained on the data)
 
 # A zephyr-style template: each turn ends with the EOS token, which is also the pad token.
 ZEPHYR_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
@@ -84,7 +85,7 @@ def measure(tofu_dir: str, epochs: float, max_new_tokens: int, workdir: str, for
     for label, prompt_format in FORMATS.items():
         if formats and prompt_format not in formats:
             continue
-        tokenizer = train_tokenizer(corpus({"full": splits["full"], **splits["eval"]}), vocab_size=2048)
+        tokenizer = train_tokenizer(tokenizer_corpus(splits["full"], *splits["eval"].values()), vocab_size=2048)
         if prompt_format == "chat_system":
             tokenizer.chat_template, tokenizer.pad_token = ZEPHYR_TEMPLATE, tokenizer.eos_token
         start = time.perf_counter()

@@ -1,9 +1,11 @@
 """Models outside the trainer's own loading: π_ref of a PEFT model trained without `ref_model` (for the trainer and
-the evaluation callbacks), and loading a model whole, with `trl.ModelConfig`'s settings, beside a ZeRO-3 run (for the
-examples' stages that load models outside a trainer)."""
+the evaluation callbacks), and loading a saved model whole, with `trl.ModelConfig`'s settings, beside a ZeRO-3 run (for
+the examples' stages, the CLI scripts and the benchmarks, which load models outside a trainer)."""
 
 import contextlib
+import os
 
+from trl import ModelConfig
 from trl.trainer.utils import use_adapter
 
 
@@ -13,11 +15,29 @@ def reference_adapter(peft_model):
     return use_adapter(peft_model, adapter_name="ref" if "ref" in peft_model.peft_config else None)
 
 
-def model_init_kwargs(model_args) -> dict:
+def model_init_kwargs(model_args=None) -> dict:
     """What a `trl.ModelConfig` says about loading any model: revision, dtype (float32 by default), attention
-    implementation; for `from_pretrained` or `NPOConfig.model_init_kwargs`."""
+    implementation; for `from_pretrained` or `NPOConfig.model_init_kwargs`. `None` stands for `ModelConfig()`."""
+    model_args = model_args or ModelConfig()
     return {"revision": model_args.model_revision, "dtype": model_args.dtype or "float32",
             "attn_implementation": model_args.attn_implementation}
+
+
+def load_model(path: str, model_args=None, device=None):
+    """A saved causal language model (a folder or a hub id), whole, loaded with `model_args`' settings
+    (`model_init_kwargs`) on `device` (default: this process's device, `accelerate.PartialState().device`). A folder
+    of LoRA adapters (`adapter_config.json`, as an unlearning stage run with `--use_peft` saves) is loaded onto the
+    base model it names. Under ZeRO-3, load it inside `outside_zero3`."""
+    from accelerate import PartialState
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import create_model_from_path
+
+    kwargs = {**model_init_kwargs(model_args), "device_map": None}
+    if os.path.exists(os.path.join(path, "adapter_config.json")):
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    else:
+        model = create_model_from_path(path, **kwargs)
+    return model.to(PartialState().device if device is None else device)
 
 
 @contextlib.contextmanager

@@ -127,3 +127,28 @@ def launch(config_file: str, num_processes: int, output_dir: Path, model_dir: st
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     return json.loads((output_dir / "run.json").read_text())
+
+
+REFUSALS = """
+import json, runpy, sys
+
+script, messages = sys.argv[1], []
+for argv in json.loads(sys.argv[2]):
+    sys.argv = [script, *argv]
+    try:
+        runpy.run_path(script, run_name="__main__")
+        messages.append(None)
+    except ValueError as error:
+        messages.append(str(error))
+print("REFUSALS " + json.dumps(messages))
+"""
+
+
+def refusals(script: Path, argvs: list[list[str]]) -> list[str | None]:
+    """The ValueError message of each run of `script` as a script (its `__main__` block) with each of `argvs`, None
+    for a run that raised none: all in one fresh interpreter, which imports the libraries once."""
+    result = subprocess.run([sys.executable, "-c", REFUSALS, str(script), json.dumps(argvs)], check=False,
+                            capture_output=True, text=True, timeout=600, cwd=ROOT)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("REFUSALS ")]
+    assert result.returncode == 0 and lines, result.stdout[-3000:] + result.stderr[-6000:]
+    return json.loads(lines[-1].removeprefix("REFUSALS "))

@@ -72,6 +72,7 @@ def test_evaluation_share_of_the_tofu_example(tmp_path):
     ev = evaluation.measure_evaluation(TINY, str(tmp_path), log=lambda *a: None)
     assert ev["status"] == "ok", ev.get("reason", "") + "\n" + ev.get("stderr", "")
     assert len(ev["evaluations"]) == 2  # before training and after the one epoch
+    assert ev["default_epochs"] == 15  # the example's default --num_train_epochs, which its --help states
     for key in ("one_evaluation", "train_epoch", "share", "share_run", "share_without_generation"):
         assert math.isfinite(ev[key]) and ev[key] > 0, key
     assert 0 < ev["share"] < 1 and 0 < ev["share_without_generation"] <= ev["share"] + 1e-9

@@ -1,26 +1,22 @@
-"""examples/muse.py: the whole pipeline on a tiny configuration (target, retrain, unlearning, Table 3, C5 and C6), a
-second run that skips finished stages, and the arguments it refuses."""
+"""examples/muse.py, run as a script: the whole pipeline on a tiny configuration (target, retrain, unlearning, Table 3,
+C5 and C6), a second run that skips finished stages, and the arguments it refuses. Its library functions are tested
+with their modules (test_stages.py, test_muse_report.py)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from trl import ModelConfig
+from helpers import refusals
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "muse.py"
 TINY = ["--num_forget", "5", "--hidden_size", "32", "--num_layers", "1", "--vocab_size", "400", "--target_epochs", "2",
         "--num_train_epochs", "1", "--methods", "npo", "ga+rt", "--criteria_methods", "npo", "--max_length", "64",
-        "--verbmem_max_new_tokens", "8", "--knowmem_max_new_tokens", "4", "--eval_batch_size", "8",
+        "--verbmem_max_new_tokens", "8", "--knowmem_max_new_tokens", "4", "--batch_size", "8",
         "--disable_tqdm", "true"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-_spec = importlib.util.spec_from_file_location("muse_example", SCRIPT)
-muse_example = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(muse_example)
 
 
 def run_example(output_dir: Path) -> subprocess.CompletedProcess:
@@ -69,13 +65,17 @@ def test_a_second_run_skips_finished_stages(tiny_run):
     assert {p: p.stat().st_mtime for p in tiny_run.glob("**/model.safetensors")} == before
 
 
-def test_impossible_arguments_are_refused_up_front():
-    args = muse_example.MUSEScriptArguments(target_model="some/target")
-    with pytest.raises(ValueError, match="--target_model skips the base"):
-        muse_example.check_arguments(args, ModelConfig())
-    with pytest.raises(ValueError, match="--methods 'idk\\+rt'"):
-        muse_example.check_arguments(muse_example.MUSEScriptArguments(methods=["idk+rt"]), ModelConfig())
-    with pytest.raises(ValueError, match="--criteria_methods 'dpo'"):
-        muse_example.check_arguments(muse_example.MUSEScriptArguments(criteria_methods=["dpo"]), ModelConfig())
-    muse_example.check_arguments(muse_example.MUSEScriptArguments(criteria=False, criteria_methods=["dpo"]),
-                                 ModelConfig())  # not run without --criteria
+def test_impossible_arguments_are_refused_up_front(tmp_path):
+    """Refused with the fix before anything trains; --criteria_methods is not checked without --criteria (that run
+    stops later, at the empty dataset folder)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = {"--target_model skips the base": ["--target_model", "some/target"],
+               "--methods 'idk+rt'": ["--methods", "idk+rt"],
+               "--criteria_methods 'dpo'": ["--criteria_methods", "dpo"],
+               "MUSE split raw/retain1 is not in": ["--criteria", "false", "--criteria_methods", "dpo", "--dataset",
+                                                   str(empty)]}
+    messages = refusals(SCRIPT, [["--output_dir", str(tmp_path / "out"), *args] for args in refused.values()])
+    for expected, message in zip(refused, messages, strict=True):
+        assert message is not None and expected in message, (expected, message)
+    assert not (tmp_path / "out").exists()

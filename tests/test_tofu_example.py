@@ -1,4 +1,6 @@
-"""examples/tofu.py: the whole pipeline on a tiny configuration, its ZeRO-3 unlearning stage, and the real files."""
+"""examples/tofu.py, run as a script: the whole pipeline on a tiny configuration, its ZeRO-3 unlearning stage, given
+models and published statistics on the real files, and the arguments it refuses. Its library functions are tested with
+their modules (test_stages.py, test_tofu_experiment_data.py, test_tofu_report.py)."""
 
 import json
 import math
@@ -9,13 +11,14 @@ from pathlib import Path
 from unittest.mock import ANY
 
 import pytest
+from helpers import refusals
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "tofu.py"
 TOFU_DIR = Path(os.environ.get("TOFU_DIR", ROOT.parent / "shared" / "tofu"))
 TINY = ["--num_authors", "20", "--qa_per_author", "5", "--hidden_size", "64", "--num_layers", "2",
         "--vocab_size", "600", "--pretrain_epochs", "1", "--finetune_epochs", "1", "--num_train_epochs", "1",
-        "--max_samples", "10", "--max_new_tokens", "8", "--eval_batch_size", "16", "--disable_tqdm", "true"]
+        "--max_samples", "10", "--max_new_tokens", "8", "--batch_size", "16", "--disable_tqdm", "true"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -60,6 +63,9 @@ def test_every_stage_writes_its_outputs(tiny_run):
     samples = json.loads((tiny_run / "samples.json").read_text())
     assert set(samples) == {"forget", "retain", "real_authors", "world_facts"}
     assert all(len(samples["forget"][m]) == 3 for m in ["finetuned", *methods])
+    arguments = json.loads((tiny_run / "arguments.json").read_text())  # this run's defaults, resolved once
+    assert arguments["settings"]["max_new_tokens"] == 8 and arguments["settings"]["generation_batch_size"] == 7 * 16
+    assert arguments["tiny_model"] == {"hidden_size": 64, "num_layers": 2, "vocab_size": 600}
 
 
 def test_a_second_run_skips_finished_stages(tiny_run):
@@ -80,48 +86,11 @@ def test_zero3_unlearning_stage_on_two_cpu_processes(tiny_run):
     assert (tiny_run / "unlearn" / "npo+kl" / "final" / "model.safetensors").exists()
 
 
-def test_the_real_tofu_files_feed_the_data_stages(tmp_path):
-    tofu = import_example()
-    script_args = tofu.TOFUScriptArguments(dataset=str(TOFU_DIR), forget_split="forget01")
-    splits = tofu.load_splits(script_args)
-    sizes = {k: len(v) for k, v in splits.items()}
-    assert sizes == {"full": 4000, "forget": 40, "retain": 3960, "eval_forget": 40, "eval_retain": 400,
-                     "eval_real_authors": 100, "eval_world_facts": 117, "eval_holdout": 40, "eval_facts": 217,
-                     "general_knowledge": 217}
-    subset = {k: v.select(range(min(len(v), 40))) for k, v in splits.items()}
-    tokenizer = tofu.train_tokenizer(tofu.corpus(subset), vocab_size=400)
-    question = splits["forget"][0]["question"]
-    assert tokenizer.decode(tokenizer(question)["input_ids"], skip_special_tokens=True) == question
-
-
-def import_example():
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import tofu
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-    return tofu
-
-
-def test_num_authors_cuts_tofus_files_consistently():
-    tofu = import_example()
-    splits = tofu.load_splits(tofu.TOFUScriptArguments(dataset=str(TOFU_DIR), forget_split="forget05", num_authors=14))
-    # forget05 = the last 10 authors, kept whole; the first 4 authors of `full` are the retain authors.
-    assert {k: len(splits[k]) for k in ("full", "forget", "retain", "eval_forget", "eval_retain")} == {
-        "full": 280, "forget": 200, "retain": 80, "eval_forget": 200, "eval_retain": 80}
-    assert set(splits["eval_retain"]["question"]) <= set(splits["retain"]["question"])
-    assert list(splits["full"]["question"]) == list(splits["retain"]["question"]) + list(splits["forget"]["question"])
-    wide = tofu.load_splits(tofu.TOFUScriptArguments(dataset=str(TOFU_DIR), forget_split="forget01", num_authors=30))
-    assert len(wide["eval_retain"]) == 400  # TOFU's retain evaluation set covers the first 20 authors of `full`
-    with pytest.raises(ValueError, match="must exceed the forget split's 10 authors"):
-        tofu.load_splits(tofu.TOFUScriptArguments(dataset=str(TOFU_DIR), forget_split="forget05", num_authors=10))
-
-
 def run_published(output_dir: Path, *args: str) -> list[dict]:
     """examples/tofu.py on TOFU's own files (2 forget + 2 retain authors) from given models; the unlearning log."""
     command = [sys.executable, str(SCRIPT), "--output_dir", str(output_dir), "--dataset", str(TOFU_DIR),
                "--forget_split", "forget01", "--num_authors", "4", "--methods", "npo", "--num_train_epochs", "1",
-               "--max_samples", "6", "--max_new_tokens", "4", "--max_length", "512", "--eval_batch_size", "8",
+               "--max_samples", "6", "--max_new_tokens", "4", "--max_length", "512", "--batch_size", "8",
                "--prompt_format", "tofu_phi", "--disable_tqdm", "true", *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
@@ -134,25 +103,26 @@ def test_published_models_and_logs_skip_the_training_stages(tmp_path, finetuned_
     rows = run_published(tmp_path / "models", "--finetuned_model", finetuned_dir, "--retain_model", finetuned_dir)
     assert not any((tmp_path / "models" / stage).exists() for stage in ("base", "full", "retain"))
     stats = json.loads((tmp_path / "models" / "retain_stats.json").read_text())
-    assert stats["model"] == finetuned_dir and stats["num_rows"] == 6 and stats["token_boundary"] == "common_prefix"
+    assert stats["model"] == finetuned_dir and stats["num_rows"] == 6
+    assert stats["settings"]["token_boundary"] == "common_prefix"
     assert len(rows) == 2 and rows[0]["tofu/forget_quality"] == 1.0 and math.isfinite(rows[1]["tofu/forget_quality"])
 
-    from npo_trl.tofu import compute_reference_stats, load_tofu
     from transformers import AutoModelForCausalLM
 
+    from npo_trl.tofu import TOFUEvalSettings, TOFUEvaluator, compute_reference_stats, load_reference_stats, load_tofu
+
+    settings = TOFUEvalSettings(prompt_format="tofu_phi")
     forget = load_tofu(TOFU_DIR, "forget01_perturbed")
     every_row = compute_reference_stats(AutoModelForCausalLM.from_pretrained(finetuned_dir), tokenizer, forget,
-                                        prompt_format="tofu_phi")["truth_ratios"]
+                                        settings)["truth_ratios"]
     log = tmp_path / "TOFU_EVAL.json"  # open-unlearning's layout, as its evaluator writes it for a retain model
     log.write_text(json.dumps({"forget_truth_ratio": {"value_by_index": {str(i): {"score": r}
                                                                          for i, r in enumerate(every_row)}}}))
-    # This log holds no membership-inference AUCs, which PrivLeak needs: said before anything trains ...
-    tofu = import_example()
-    script_args = tofu.TOFUScriptArguments(dataset=str(TOFU_DIR), forget_split="forget01", reference_stats=str(log),
-                                           prompt_format="tofu_phi")
+    # This log holds no membership-inference AUCs, which PrivLeak needs: said when the example checks it (before
+    # anything trains) ...
     eval_sets = {"forget": forget, "holdout": load_tofu(TOFU_DIR, "holdout01")}
     with pytest.warns(UserWarning, match="no Min-K% membership-inference AUC.*without PrivLeak"):
-        tofu.published_reference_stats(script_args, tokenizer, eval_sets)
+        TOFUEvaluator(tokenizer, eval_sets, load_reference_stats(str(log)), settings)
     # ... and the log is used, here without the privacy metrics (--privacy false).
     rows = run_published(tmp_path / "log", "--finetuned_model", finetuned_dir, "--reference_stats", str(log),
                          "--privacy", "false")
@@ -160,21 +130,16 @@ def test_published_models_and_logs_skip_the_training_stages(tmp_path, finetuned_
     assert not (tmp_path / "log" / "retain_stats.json").exists()
 
 
-def test_stage_arguments_that_cannot_run_are_refused():
-    tofu = import_example()
-    from trl import ModelConfig
-
-    with pytest.raises(ValueError, match="pass one"):
-        tofu.check_arguments(tofu.TOFUScriptArguments(retain_model="r", reference_stats="s.json"), ModelConfig())
-    with pytest.raises(ValueError, match="--finetuned_model skips the base model"):
-        tofu.check_arguments(tofu.TOFUScriptArguments(finetuned_model="f"), ModelConfig())
-    with pytest.raises(ValueError, match="--prompt_format 'llama' is unknown"):
-        tofu.check_arguments(tofu.TOFUScriptArguments(prompt_format="llama"), ModelConfig())
-    for seeds in ([], [0, 1, 0]):
-        with pytest.raises(ValueError, match="give distinct seeds"):
-            tofu.check_arguments(tofu.TOFUScriptArguments(seeds=seeds), ModelConfig())
-    with pytest.raises(ValueError, match="leave --seed out of --seeds"):  # refused before anything trains
-        tofu.main(tofu.TOFUScriptArguments(seeds=[0, 42], sanity_check=True), tofu.NPOConfig(output_dir="unused"))
+def test_stage_arguments_that_cannot_run_are_refused(tmp_path):
+    """Refused with the fix before anything trains."""
+    refused = {"pass one": ["--retain_model", "r", "--reference_stats", "s.json"],
+               "--finetuned_model skips the base model": ["--finetuned_model", "f"],
+               "leave --seed out of --seeds": ["--seeds", "0", "42", "--sanity_check", "true"],
+               "give distinct seeds": ["--seeds", "0", "1", "0"]}
+    messages = refusals(SCRIPT, [["--output_dir", str(tmp_path), *args] for args in refused.values()])
+    for expected, message in zip(refused, messages, strict=True):
+        assert message is not None and expected in message, (expected, message)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
 def test_lora_unlearning_stage_saves_adapters_and_reports(tiny_run):

@@ -7,6 +7,7 @@ import pytest
 
 from npo_trl.tofu.report import (
     best_row,
+    format_summary,
     peak_row,
     plot_per_epoch,
     plot_privacy,
@@ -85,3 +86,19 @@ def test_report_files_hold_every_seed(tmp_path):
     for plot, name in ((plot_tradeoff, "fig5.png"), (plot_per_epoch, "fig6.png"), (plot_privacy, "privacy.png")):
         plot(summary, str(tmp_path / name), "TOFU forget10")
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_format_summary_names_each_seeds_best_epoch_and_the_collapsed_peaks():
+    privacy = {"privacy/privleak": -12.5}
+    table = {"npo+rt": {0: [row(0, 1e-9, 0.8, **privacy), row(1, 0.2, 0.78, **privacy)],
+                        1: [row(0, 1e-9, 0.8, **privacy), row(1, 0.06, 0.75, **privacy)]},
+             "ga": {0: [row(0, 1e-9, 0.8), row(1, 0.01, 0.6), row(2, 0.3, 0.1)]}}
+    table["ga"][0][1]["privacy/privleak"] = None
+    lines = format_summary(summarize(table, sanity_check_retain_vs_retain={0: 0.7, 1: 0.45})).splitlines()
+    assert lines[0] == "    npo+rt seed 0: best epoch 1  forget quality 0.2  model utility 0.780  PrivLeak -12.5%"
+    assert lines[2] == "    npo+rt over 2 seeds: forget quality 0.06-0.2, model utility 0.750-0.780"
+    assert lines[3] == "        ga seed 0: best epoch 1  forget quality 0.01  model utility 0.600"
+    assert "its forget-quality peak, 0.3 at epoch 2, is a collapsed model (model utility 0.100)" in lines[4]
+    assert lines[5] == "retain model vs another retain model, forget quality: 0.7, 0.45"
+    collapsed = format_summary(summarize({"ga": {0: [row(0, 1e-9, 0.8), row(1, 0.3, 0.1)]}}))
+    assert collapsed.endswith("(collapsed: model utility < half the fine-tuned model's)")

@@ -56,7 +56,7 @@ class MUSEEvalSettings(EvalSettings):
                                         "token, as MUSE does."}
     )
     min_k_fraction: float = field(
-        default=MIN_K_FRACTION, metadata={"help": "The k of the Min-K% and Min-K%++ attacks."}
+        default=MIN_K_FRACTION, metadata={"help": "The k of the Min-K%% and Min-K%%++ attacks."}
     )
 
     def __post_init__(self):

@@ -45,17 +45,11 @@ class TOFUEvalArguments:
     output_json: str = field(default="tofu_eval.json", metadata={"help": "Where the metrics are written."})
 
 
-def load_model(path: str, model_args: ModelConfig, device):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(path, revision=model_args.model_revision, dtype=model_args.dtype,
-                                                attn_implementation=model_args.attn_implementation).to(device)
-
-
 def main(eval_args: TOFUEvalArguments, settings: TOFUEvalSettings, model_args: ModelConfig) -> dict:
     from accelerate import Accelerator
     from transformers import AutoTokenizer
 
+    from npo_trl.models import load_model
     from npo_trl.tofu import TOFUEvaluator, compute_reference_stats, tofu_eval_sets
 
     if model_args.model_name_or_path is None:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
 from npo_trl import NPOConfig, NPOTrainer
+from npo_trl.models import model_init_kwargs
+from npo_trl.stages import close_processes
 
 DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -80,9 +82,8 @@ def check_arguments(script_args: UnlearnScriptArguments, args: NPOConfig, model_
 
 def main(script_args: UnlearnScriptArguments, args: NPOConfig, model_args: ModelConfig) -> NPOTrainer:
     check_arguments(script_args, args, model_args)
-    model_init_kwargs = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation,
-                         "dtype": model_args.dtype, "trust_remote_code": args.trust_remote_code}
-    args.model_init_kwargs = {**model_init_kwargs, **(args.model_init_kwargs or {})}
+    args.model_init_kwargs = {**model_init_kwargs(model_args), "trust_remote_code": args.trust_remote_code,
+                              **(args.model_init_kwargs or {})}
     forget = load_rows(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split,
                        "--dataset_name")
     retain = None
@@ -108,15 +109,10 @@ def make_parser(prog: str | None = None) -> TrlParser:
 
 def run(argv: list[str] | None = None, prog: str | None = None) -> None:
     """Parse `argv` (default: the command line), train, save; then free the process group."""
-    import gc
-
-    from accelerate import PartialState
-
     script_args, args, model_args = make_parser(prog).parse_args_and_config(args=argv)
     trainer = main(script_args, args, model_args)
     del trainer
-    gc.collect()  # free the trainer's wrappers, which hold the process group, then destroy it: a clean exit
-    PartialState().destroy_process_group()
+    close_processes()
 
 
 if __name__ == "__main__":

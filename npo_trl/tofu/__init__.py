@@ -18,6 +18,13 @@ _EXPORTS = {
     "TOFUEvalSettings": "settings",
     "compute_reference_stats": "reference",
     "load_reference_stats": "reference",
+    "evaluation_sets": "experiment_data",
+    "fine_tune_rows": "experiment_data",
+    "idk_answers": "experiment_data",
+    "keep_authors": "experiment_data",
+    "known_facts": "experiment_data",
+    "load_splits": "experiment_data",
+    "tokenizer_corpus": "experiment_data",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -10,6 +10,9 @@ import json
 import os
 import statistics
 
+from ..plotting import pyplot
+from ..stages import read_jsonl
+
 COLLAPSE_FRACTION = 0.5  # a model that kept less than half the fine-tuned model's utility has collapsed
 FQ = "tofu/forget_quality"
 MU = "tofu/model_utility"
@@ -17,8 +20,7 @@ MU = "tofu/model_utility"
 
 def read_metrics(path: str) -> list[dict]:
     """The rows TOFUCallback wrote to `path`/tofu_metrics.jsonl, one per evaluation."""
-    with open(os.path.join(path, "tofu_metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
+    return read_jsonl(os.path.join(path, "tofu_metrics.jsonl"))
 
 
 def unlearned(rows: list[dict]) -> list[dict]:
@@ -100,18 +102,48 @@ def write_results(out: str, table: dict, summary: dict) -> None:
         json.dump(summary, f, indent=1)
 
 
+def write_report(out: str, table: dict, title: str, privacy: bool = True, **extra) -> dict:
+    """Every file of a report in `out`: `summarize(table, **extra)` as results.json, results.csv (`write_results`),
+    Figure 5 (`fig5_tradeoff.png`), Figure 6 (`fig6_per_epoch.png`) and, with `privacy`, `fig_privacy.png`, their
+    titles starting with `title`. Returns the summary."""
+    summary = summarize(table, **extra)
+    write_results(out, table, summary)
+    plot_tradeoff(summary, os.path.join(out, "fig5_tradeoff.png"), f"{title}: forget quality vs model utility")
+    plot_per_epoch(summary, os.path.join(out, "fig6_per_epoch.png"), title)
+    if privacy:
+        plot_privacy(summary, os.path.join(out, "fig_privacy.png"), title)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """The summary as text: per method, each seed's best epoch (forget quality, model utility, PrivLeak), its
+    forget-quality peak when that is a collapsed model's, the range over seeds, and the sanity check's forget quality
+    of one retain model against another."""
+    lines = []
+    for method, best in summary["best"].items():
+        for seed, row in best.items():
+            leak = f"  PrivLeak {row['privacy/privleak']:.1f}%" if row.get("privacy/privleak") is not None else ""
+            mark = "  (collapsed: model utility < half the fine-tuned model's)" if row["collapsed"] else ""
+            lines.append(f"{method:>10} seed {seed}: best epoch {row['epoch'] or 0:.0f}  forget quality "
+                         f"{row[FQ]:.3g}  model utility {row[MU]:.3f}{leak}{mark}")
+            peak = summary["peak"][method][seed]
+            if peak["collapsed"] and peak["step"] != row["step"]:
+                lines.append(f"{'':>10}   its forget-quality peak, {peak[FQ]:.3g} at epoch {peak['epoch'] or 0:.0f}, "
+                             f"is a collapsed model (model utility {peak[MU]:.3f})")
+        if len(best) > 1:
+            fq, mu = [row[FQ] for row in best.values()], [row[MU] for row in best.values()]
+            lines.append(f"{method:>10} over {len(best)} seeds: forget quality {min(fq):.3g}-{max(fq):.3g}, model "
+                         f"utility {min(mu):.3f}-{max(mu):.3f}")
+    sanity = summary.get("sanity_check_retain_vs_retain")
+    if sanity is not None:
+        values = sanity.values() if isinstance(sanity, dict) else [sanity]
+        lines.append(f"retain model vs another retain model, forget quality: {', '.join(f'{v:.3g}' for v in values)}")
+    return "\n".join(lines)
+
+
 def log_scale(value):
     """A forget quality for a log axis (0 and None drawn at 1e-30)."""
     return max(value or 0.0, 1e-30)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _band(ax, spread: list[dict], key: str, label: str, color: str, log: bool = False) -> None:
@@ -129,7 +161,7 @@ def plot_tradeoff(summary: dict, path: str, title: str) -> None:
     """Figure 5: forget quality against model utility at each method's best epoch, one point per seed (hollow: every
     epoch of that run collapsed), each forget-quality peak of a collapsed model as a cross, the fine-tuned model as a
     star."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     start = summary["finetuned"]
     ax.scatter(start[MU], log_scale(start[FQ]), marker="*", s=200, c="k", label="fine-tuned (before unlearning)")
@@ -151,7 +183,7 @@ def plot_tradeoff(summary: dict, path: str, title: str) -> None:
 
 def plot_per_epoch(summary: dict, path: str, title: str) -> None:
     """Figure 6: forget quality and model utility per epoch, the median over seeds with a min-max band."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_fq, ax_mu) = plt.subplots(1, 2, figsize=(11, 4))
     for index, (method, spread) in enumerate(summary["spread"].items()):
         _band(ax_fq, spread, FQ, method, f"C{index}", log=True)
@@ -167,7 +199,7 @@ def plot_per_epoch(summary: dict, path: str, title: str) -> None:
 def plot_privacy(summary: dict, path: str, title: str) -> None:
     """Per epoch and method (median over seeds, min-max band): forget quality, Min-K%'s MIA AUC (the retain model's
     dotted) and PrivLeak (0 = the retain model's leak)."""
-    plt = _pyplot()
+    plt = pyplot()
     keys = ["privacy/mia_min_k_auc", "privacy/privleak"]
     fig, (ax_fq, ax_auc, ax_leak) = plt.subplots(1, 3, figsize=(15, 4))
     retain_auc = (summary.get("retain_privacy") or {}).get("auc", {}).get("min_k")

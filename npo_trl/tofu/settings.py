@@ -92,7 +92,7 @@ class TOFUEvalSettings(EvalSettings):
         metadata={"help": "Hide pad-token ids inside the text from attention, as open-unlearning's collator does."},
     )
     min_k_fraction: float = field(
-        default=MIN_K_FRACTION, metadata={"help": "The k of the Min-K% and Min-K%++ attacks."}
+        default=MIN_K_FRACTION, metadata={"help": "The k of the Min-K%% and Min-K%%++ attacks."}
     )
 
     def __post_init__(self):
