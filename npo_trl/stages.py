@@ -87,13 +87,13 @@ def tiny_llama(tokenizer, hidden_size: int = 128, num_layers: int = 4, max_posit
 
 def sft_config(args, output_dir: str, **changes):
     """TRL's `SFTConfig` for a supervised stage of a run whose unlearning configuration is `args` (an `NPOConfig`):
-    its seed, precision, device and process settings, gradient checkpointing, reporting and progress bars, with a
+    its seed, precision, device and process settings, activation checkpointing, reporting and progress bars, with a
     stage's own defaults (linear decay, weight decay 0.01, a log line every 25 steps, no checkpoints) and `changes`
     (epochs, learning rate, batch size, ...) applied last."""
     from trl import SFTConfig
 
     shared = {name: getattr(args, name) for name in (
-        "seed", "bf16", "fp16", "ddp_backend", "use_cpu", "report_to", "gradient_checkpointing",
+        "seed", "bf16", "fp16", "ddp_backend", "use_cpu", "report_to", "activation_checkpointing",
         "dataloader_pin_memory", "disable_tqdm", "max_length")}
     stage = {"lr_scheduler_type": "linear", "weight_decay": 0.01, "logging_steps": 25, "save_strategy": "no"}
     return SFTConfig(output_dir=output_dir, **{**shared, **stage, **changes})
@@ -182,12 +182,12 @@ def save_arguments(output_dir: str, **arguments) -> None:
 def experiment_parser(dataclass_types, **defaults):
     """TRL's `TrlParser` over `dataclass_types` (e.g. a script's arguments, its evaluation settings, `NPOConfig` and
     `trl.ModelConfig`) with the unlearning defaults of an experiment run offline on a CPU (a constant learning rate, a
-    log line every 5 steps, no checkpoints, no reporting, no gradient checkpointing, beta 0.1), then `defaults`."""
+    log line every 5 steps, no checkpoints, no reporting, no activation checkpointing, beta 0.1), then `defaults`."""
     from trl import TrlParser
 
     parser = TrlParser(dataclass_types)
     parser.set_defaults(lr_scheduler_type="constant", logging_steps=5, save_strategy="no", report_to="none",
-                        gradient_checkpointing=False, beta=0.1, **defaults)
+                        activation_checkpointing=False, beta=0.1, **defaults)
     return parser
 
 

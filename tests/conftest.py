@@ -6,6 +6,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One torch thread per test process: pytest runs two workers (pyproject.toml), and results are bit-identical across
+# thread counts.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 import torch

@@ -72,10 +72,10 @@ def test_tiny_llama_follows_the_tokenizer_and_the_seed():
 
 def test_sft_config_takes_the_unlearning_configurations_shared_settings(tmp_path):
     args = NPOConfig(output_dir=str(tmp_path / "npo"), seed=7, bf16=False, report_to="none", disable_tqdm=True,
-                     gradient_checkpointing=True, max_length=96, use_cpu=True, learning_rate=1e-5)
+                     activation_checkpointing=True, max_length=96, use_cpu=True, learning_rate=1e-5)
     sft_args = sft_config(args, str(tmp_path / "full"), num_train_epochs=3, learning_rate=2e-3, max_length=None)
     assert sft_args.output_dir == str(tmp_path / "full") and sft_args.seed == 7 and sft_args.use_cpu
-    assert sft_args.gradient_checkpointing and sft_args.disable_tqdm and sft_args.report_to == args.report_to
+    assert sft_args.activation_checkpointing and sft_args.disable_tqdm and sft_args.report_to == args.report_to
     assert (sft_args.num_train_epochs, sft_args.learning_rate, sft_args.max_length) == (3, 2e-3, None)
     assert sft_args.lr_scheduler_type == "linear" and sft_args.weight_decay == 0.01
     assert sft_args.save_strategy == "no"

@@ -1,28 +1,26 @@
-"""examples/tofu.py, run as a script: the whole pipeline on a tiny configuration, its ZeRO-3 unlearning stage, given
-models and published statistics on the real files, and the arguments it refuses. Its library functions are tested with
-their modules (test_stages.py, test_tofu_experiment_data.py, test_tofu_report.py)."""
+"""examples/tofu.py, run as a script: the whole pipeline on a tiny configuration, its ZeRO-3 and LoRA unlearning stages,
+--seeds, and the arguments it refuses. Given models and published statistics: test_tofu_example_published.py; the
+findings over seeds: test_tofu_example_findings.py. Its library functions are tested with their modules
+(test_stages.py, test_tofu_experiment_data.py, test_tofu_report.py)."""
 
 import json
 import math
-import os
 import subprocess
 import sys
-from pathlib import Path
 from unittest.mock import ANY
 
 import pytest
-from helpers import refusals
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, refusals
+
 SCRIPT = ROOT / "examples" / "tofu.py"
-TOFU_DIR = Path(os.environ.get("TOFU_DIR", ROOT.parent / "shared" / "tofu"))
 TINY = ["--num_authors", "20", "--qa_per_author", "5", "--hidden_size", "64", "--num_layers", "2",
         "--vocab_size", "600", "--pretrain_epochs", "1", "--finetune_epochs", "1", "--num_train_epochs", "1",
         "--max_samples", "10", "--max_new_tokens", "8", "--batch_size", "16", "--disable_tqdm", "true"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def run_example(output_dir: Path, *args: str, launcher=(sys.executable,)) -> None:
+def run_example(output_dir, *args: str, launcher=(sys.executable,)) -> None:
     command = [*launcher, str(SCRIPT), "--output_dir", str(output_dir), *TINY, *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
@@ -86,50 +84,6 @@ def test_zero3_unlearning_stage_on_two_cpu_processes(tiny_run):
     assert (tiny_run / "unlearn" / "npo+kl" / "final" / "model.safetensors").exists()
 
 
-def run_published(output_dir: Path, *args: str) -> list[dict]:
-    """examples/tofu.py on TOFU's own files (2 forget + 2 retain authors) from given models; the unlearning log."""
-    command = [sys.executable, str(SCRIPT), "--output_dir", str(output_dir), "--dataset", str(TOFU_DIR),
-               "--forget_split", "forget01", "--num_authors", "4", "--methods", "npo", "--num_train_epochs", "1",
-               "--max_samples", "6", "--max_new_tokens", "4", "--max_length", "512", "--batch_size", "8",
-               "--prompt_format", "tofu_phi", "--disable_tqdm", "true", *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    return [json.loads(line) for line in (output_dir / "unlearn" / "npo" / "tofu_metrics.jsonl").open()]
-
-
-def test_published_models_and_logs_skip_the_training_stages(tmp_path, finetuned_dir, tokenizer):
-    """--finetuned_model and --retain_model (here one tiny model for both: forget quality 1 before unlearning), then
-    the retain model's open-unlearning log instead of the model."""
-    rows = run_published(tmp_path / "models", "--finetuned_model", finetuned_dir, "--retain_model", finetuned_dir)
-    assert not any((tmp_path / "models" / stage).exists() for stage in ("base", "full", "retain"))
-    stats = json.loads((tmp_path / "models" / "retain_stats.json").read_text())
-    assert stats["model"] == finetuned_dir and stats["num_rows"] == 6
-    assert stats["settings"]["token_boundary"] == "common_prefix"
-    assert len(rows) == 2 and rows[0]["tofu/forget_quality"] == 1.0 and math.isfinite(rows[1]["tofu/forget_quality"])
-
-    from transformers import AutoModelForCausalLM
-
-    from npo_trl.tofu import TOFUEvalSettings, TOFUEvaluator, compute_reference_stats, load_reference_stats, load_tofu
-
-    settings = TOFUEvalSettings(prompt_format="tofu_phi")
-    forget = load_tofu(TOFU_DIR, "forget01_perturbed")
-    every_row = compute_reference_stats(AutoModelForCausalLM.from_pretrained(finetuned_dir), tokenizer, forget,
-                                        settings)["truth_ratios"]
-    log = tmp_path / "TOFU_EVAL.json"  # open-unlearning's layout, as its evaluator writes it for a retain model
-    log.write_text(json.dumps({"forget_truth_ratio": {"value_by_index": {str(i): {"score": r}
-                                                                         for i, r in enumerate(every_row)}}}))
-    # This log holds no membership-inference AUCs, which PrivLeak needs: said when the example checks it (before
-    # anything trains) ...
-    eval_sets = {"forget": forget, "holdout": load_tofu(TOFU_DIR, "holdout01")}
-    with pytest.warns(UserWarning, match="no Min-K% membership-inference AUC.*without PrivLeak"):
-        TOFUEvaluator(tokenizer, eval_sets, load_reference_stats(str(log)), settings)
-    # ... and the log is used, here without the privacy metrics (--privacy false).
-    rows = run_published(tmp_path / "log", "--finetuned_model", finetuned_dir, "--reference_stats", str(log),
-                         "--privacy", "false")
-    assert rows[0]["tofu/forget_quality"] == pytest.approx(1.0) and rows[0]["privacy/mia_loss_auc"] is None
-    assert not (tmp_path / "log" / "retain_stats.json").exists()
-
-
 def test_stage_arguments_that_cannot_run_are_refused(tmp_path):
     """Refused with the fix before anything trains."""
     refused = {"pass one": ["--retain_model", "r", "--reference_stats", "s.json"],
@@ -173,37 +127,3 @@ def test_seeds_unlearn_once_per_seed_and_report_the_spread(tiny_run):
     assert all((tiny_run / f"retain_sanity_seed{seed}" / "config.json").exists() for seed in (0, 1))
     lines = (tiny_run / "results.csv").read_text().splitlines()
     assert lines[0].startswith("method,seed,epoch,step,") and len(lines) == 1 + 2 * 2 * 2
-
-
-REDUCED = ["--num_authors", "40", "--qa_per_author", "10", "--hidden_size", "64", "--num_layers", "2",
-           "--vocab_size", "800", "--pretrain_epochs", "10", "--finetune_epochs", "30", "--finetune_batch_size", "128",
-           "--finetune_learning_rate", "5e-3", "--num_train_epochs", "6", "--per_device_train_batch_size", "8",
-           "--retain_weight", "3", "--max_new_tokens", "8", "--privacy", "false", "--methods", "npo+rt", "ga",
-           "--seeds", "0", "1", "--disable_tqdm", "true"]
-
-
-@pytest.mark.slow
-def test_the_papers_findings_hold_in_every_seed_of_a_reduced_setting(tmp_path):
-    """Findings 1-2 of the offline default (README, "Results over seeds") on a smaller model and data, over two
-    unlearning seeds: NPO+RT reaches forget quality ≥ 0.05 while keeping ≥ 0.9× the fine-tuned model's utility at
-    some epoch of every seed; GA has lost more than half of it by the end of every seed, and the report's best GA
-    epoch is one whose model kept half of it."""
-    command = [sys.executable, str(SCRIPT), "--output_dir", str(tmp_path), *REDUCED]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    results = json.loads((tmp_path / "results.json").read_text())
-    finetuned = results["finetuned"]["tofu/model_utility"]
-    assert results["finetuned"]["tofu/forget_quality"] < 0.01 and finetuned > 0.5  # it learned the forget authors
-    npo_rt, ga = results["per_epoch"]["npo+rt"], results["per_epoch"]["ga"]
-    assert list(npo_rt) == list(ga) == ["0", "1"]
-    trajectories = {json.dumps([r["tofu/forget_quality"] for r in rows]) for rows in npo_rt.values()}
-    assert len(trajectories) > 1  # the seed reaches the unlearning stage
-    for seed, rows in npo_rt.items():
-        forgot_and_kept = [r for r in rows if r["tofu/forget_quality"] >= 0.05
-                           and r["tofu/model_utility"] >= 0.9 * finetuned]
-        assert forgot_and_kept, (seed, [(r["tofu/forget_quality"], r["tofu/model_utility"]) for r in rows])
-        assert results["best"]["npo+rt"][seed]["tofu/forget_quality"] >= 0.05
-    for seed, rows in ga.items():
-        assert rows[-1]["tofu/model_utility"] < 0.5 * finetuned, (seed, rows[-1]["tofu/model_utility"])
-        best = results["best"]["ga"][seed]
-        assert not best["collapsed"] and best["tofu/model_utility"] >= 0.5 * finetuned and best["step"] > 0

@@ -2,11 +2,9 @@
 evaluation sets, what each fine-tune trains on (the real-author and world-fact evaluation rows only for the built-in
 model), the IDK replies and the tokenizer's corpus."""
 
-import os
-from pathlib import Path
-
 import pytest
 
+from helpers import TOFU_DIR, needs_tofu_files
 from npo_trl.stages import train_tokenizer
 from npo_trl.tofu import (
     evaluation_sets,
@@ -19,10 +17,6 @@ from npo_trl.tofu import (
     tokenizer_corpus,
 )
 
-TOFU_DIR = Path(os.environ.get("TOFU_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "tofu"))
-needs_tofu_files = pytest.mark.skipif(
-    not (TOFU_DIR / "full.json").exists(),
-    reason=f"TOFU's files are not in {TOFU_DIR}: put locuslab/TOFU's JSON files there (or set TOFU_DIR).")
 EVAL_KEYS = {"eval_forget", "eval_retain", "eval_real_authors", "eval_world_facts", "eval_holdout"}
 
 
