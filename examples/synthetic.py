@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from trl import TrlParser
 
 from npo_trl import losses
-from trl import TrlParser
 
 METHODS = ("GA", "NPO", "GA+RT", "NPO+RT", "IDK+RT", "DPO+RT")  # the +RT ones last: `unlearn` wants them contiguous
 USES_BETA = ("NPO", "NPO+RT", "DPO+RT")
@@ -402,7 +402,7 @@ def plot(results: dict, curves_by_alpha: dict, output_dir: str) -> None:
         fig.savefig(os.path.join(output_dir, name), dpi=110)
         plt.close(fig)
 
-    colours = dict(zip(METHODS, ("tab:red", "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")))
+    colours = dict(zip(METHODS, ("tab:red", "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown"), strict=False))
     alphas = list(curves_by_alpha)
     fig, axes = plt.subplots(len(alphas), 3, figsize=(15, 4.2 * len(alphas)), squeeze=False)
     for row, alpha in enumerate(alphas):
@@ -416,7 +416,7 @@ def plot(results: dict, curves_by_alpha: dict, output_dir: str) -> None:
             axes[row, 2].plot(s["forget"]["mean"][:, i], s["retain"]["mean"][:, i], color=colours[m], label=m)
         axes[row, 2].plot(s["forget"]["mean"][0, 0], s["retain"]["mean"][0, 0], "ko", label="reference")
         titles = ("forget distance", "retain distance", "Pareto curves")
-        for col, (ax, title) in enumerate(zip(axes[row], titles)):
+        for col, (ax, title) in enumerate(zip(axes[row], titles, strict=False)):
             ax.set_title(f"({tag}{col + 1}) α = {alpha:g}: {title}")
             ax.set_yscale("linear" if col == 0 else "log")  # retain distances span 0.01 (NPO+RT) to >1 (GA)
             ax.set_xlabel("step" if col < 2 else "forget distance  KL(π_retr ‖ π_θ) on D_FG")
@@ -431,7 +431,7 @@ def plot(results: dict, curves_by_alpha: dict, output_dir: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     step = np.array(r3["curves"]["step"])
     cmap = plt.get_cmap("viridis")
-    for i, (f, r) in enumerate(zip(r3["curves"]["forget_mean"], r3["curves"]["retain_mean"])):
+    for i, (f, r) in enumerate(zip(r3["curves"]["forget_mean"], r3["curves"]["retain_mean"], strict=False)):
         label, colour = ("GA", "k") if i == 0 else (f"NPO β={r3['betas'][i - 1]:g}", cmap(i / len(r3["betas"])))
         style = "--" if i == 0 else "-"
         axes[0].plot(step, f, style, color=colour, label=label)
@@ -447,7 +447,7 @@ def plot(results: dict, curves_by_alpha: dict, output_dir: str) -> None:
     th = results["theorem2"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     t_fit = [t for t in th["t"] if t >= th["fit_from_step"]]
-    for ax, method in zip(axes, ("GA", "NPO")):
+    for ax, method in zip(axes, ("GA", "NPO"), strict=False):
         r = th[method]
         ax.plot(th["t"], r["drift"], "k", lw=3, alpha=0.4, label=f"{method}: measured")
         ax.plot(t_fit, r["fit_linear"], "--", color="tab:red", label=f"a + b·t   (R² = {r['r2_linear']:.4f})")

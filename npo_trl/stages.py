@@ -174,6 +174,8 @@ def save_arguments(output_dir: str, **arguments) -> None:
         return
     values = {name: value.to_dict() if hasattr(value, "to_dict") else dataclasses.asdict(value)
               for name, value in arguments.items()}
+    for fields in values.values():  # `to_dict` writes "<HUB_TOKEN>" for a `*_token` field: null, so a rebuild is clean
+        fields.update({key: None for key, value in fields.items() if value == f"<{key.upper()}>"})
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "arguments.json"), "w") as f:
         json.dump(values, f, indent=1, default=str)

@@ -12,13 +12,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 import torch
-from helpers import CHAT_TEMPLATE, build_tokenizer, fine_tune, tiny_llama, toy_qa
 from transformers import LlamaForCausalLM
+
+from helpers import CHAT_TEMPLATE, build_tokenizer, fine_tune, tiny_llama, toy_qa
 
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    texts = [p + c for p, c in zip(*toy_qa(0, 64)[:].values())]
+    texts = [p + c for p, c in zip(*toy_qa(0, 64)[:].values(), strict=False)]
     return build_tokenizer(texts + ["I don't know. I have no idea. That is unknown to me."])
 
 
@@ -77,6 +78,6 @@ def data_files(tmp_path_factory, forget_ds, retain_ds):
 
     folder = tmp_path_factory.mktemp("data")
     paths = folder / "forget.json", folder / "retain.json"
-    for path, dataset in zip(paths, (forget_ds, retain_ds)):
+    for path, dataset in zip(paths, (forget_ds, retain_ds), strict=False):
         path.write_text(json.dumps([dict(r) for r in dataset]))
     return paths

@@ -58,7 +58,7 @@ def tiny_llama(vocab_size: int, seed: int = 0, hidden: int = 64, layers: int = 2
 
 def fine_tune(model, tokenizer, dataset: Dataset, steps: int = 150, lr: float = 3e-3) -> None:
     """Plain next-token training on prompt+completion so the tiny model has something to forget."""
-    texts = [p + c + tokenizer.eos_token for p, c in zip(dataset["prompt"], dataset["completion"])]
+    texts = [p + c + tokenizer.eos_token for p, c in zip(dataset["prompt"], dataset["completion"], strict=False)]
     batch = tokenizer(texts, return_tensors="pt", padding=True)
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)

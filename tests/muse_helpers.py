@@ -2,8 +2,8 @@
 raw text (a "target" that saw the forget articles, a "retrain" that did not)."""
 
 import torch
-from helpers import build_tokenizer, tiny_llama
 
+from helpers import build_tokenizer, tiny_llama
 from npo_trl.muse import make_synthetic_muse
 
 

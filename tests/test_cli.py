@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import TOFU_DIR, needs_tofu_files
 
+from helpers import TOFU_DIR, needs_tofu_files
 from npo_trl.cli import main as cli
 from npo_trl.scripts import eval_tofu, unlearn
 from npo_trl.tofu import TOFUEvalSettings

@@ -6,8 +6,8 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_llama
 
+from helpers import tiny_llama
 from npo_trl.eval import privacy
 from npo_trl.eval.scoring import candidate_logps, sequence_logps, token_statistics
 from npo_trl.prompts import tokenize_qa
@@ -92,7 +92,7 @@ def test_token_statistics_come_from_the_scoring_pass_and_match_a_direct_computat
     rows = [("Where does agent 1 live?", ["Agent 1 lives in Amberley.", "Perhaps in Kestow."]),
             ("What colour does agent 12 like?", ["Teal.", "Agent 12 likes teal, I think."])]
     pairs = [tokenize_qa(tokenizer, q, a) for q, answers in rows for a in answers]
-    alone = token_statistics(model, *zip(*pairs[::2]), tokenizer.pad_token_id)
+    alone = token_statistics(model, *zip(*pairs[::2], strict=False), tokenizer.pad_token_id)
     for row, (prompt, completion) in enumerate(pairs[::2]):
         with torch.no_grad():
             logprobs = model(torch.tensor([prompt + completion])).logits[0].log_softmax(-1)
@@ -103,9 +103,9 @@ def test_token_statistics_come_from_the_scoring_pass_and_match_a_direct_computat
         torch.testing.assert_close(alone["logps"][row, :n], logprobs[positions, targets])
         assert alone["is_argmax"][row, :n].tolist() == (logprobs[positions].argmax(-1) == targets).tolist()
     # The scoring passes give the same statistics of each row's first candidate, from their own forward pass.
-    _, from_sequences = sequence_logps(model, *zip(*pairs), tokenizer.pad_token_id,
+    _, from_sequences = sequence_logps(model, *zip(*pairs, strict=False), tokenizer.pad_token_id,
                                        statistics_rows=slice(None, None, 2))
-    _, from_candidates = candidate_logps(model, *zip(*pairs), 2, tokenizer.pad_token_id,
+    _, from_candidates = candidate_logps(model, *zip(*pairs, strict=False), 2, tokenizer.pad_token_id,
                                          first_candidate_statistics=True)
     for statistics in (from_sequences, from_candidates):
         assert statistics.keys() == alone.keys()

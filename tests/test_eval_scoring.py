@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_llama, toy_eval_sets
 
+from helpers import tiny_llama, toy_eval_sets
 from npo_trl.eval.scoring import can_share_prefix, candidate_logps, reference_kl, sequence_logps
 from npo_trl.prompts import tokenize_qa
 from npo_trl.tofu import TOFUEvalSettings
@@ -16,7 +16,7 @@ def test_sequence_logps_match_a_direct_per_example_computation(tokenizer):
     pairs = [tokenize_qa(tokenizer, q, a) for q, a in [("Where does agent 1 live?", "Agent 1 lives in Amberley."),
                                                        ("Hi?", "No."),
                                                        ("What colour does agent 12 like?", "Agent 12 likes teal.")]]
-    batched = sequence_logps(model, *zip(*pairs), tokenizer.pad_token_id)
+    batched = sequence_logps(model, *zip(*pairs, strict=False), tokenizer.pad_token_id)
     direct = []
     for prompt, completion in pairs:
         with torch.no_grad():
@@ -35,8 +35,8 @@ def test_candidate_logps_run_each_question_once_for_the_values_of_sequence_logps
             ("Hi?", ["No.", "Agent 3 likes teal.", "Yes"]),
             ("What colour does agent 12 like, and why?", ["Teal.", "Agent 12 likes teal.", "Rust, I think."])]
     pairs = [tokenize_qa(tok, q, a, prompt_format) for q, answers in rows for a in answers]
-    shared = candidate_logps(model, *zip(*pairs), 3, tok.pad_token_id)
-    direct = sequence_logps(model, *zip(*pairs), tok.pad_token_id).view(3, 3)
+    shared = candidate_logps(model, *zip(*pairs, strict=False), 3, tok.pad_token_id)
+    direct = sequence_logps(model, *zip(*pairs, strict=False), tok.pad_token_id).view(3, 3)
     torch.testing.assert_close(shared, direct, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="share a prompt of >= 2 tokens"):
         candidate_logps(model, [[1], [1]], [[5, 6], [7]], 2, tok.pad_token_id)
@@ -74,7 +74,7 @@ def test_sliding_window_and_recurrent_models_keep_the_unshared_path(tokenizer):
     eval_set = TOFUEvalSet("world_facts", toy_eval_sets()["world_facts"], tokenizer)
     scores = score_eval_set(mistral, tokenizer, eval_set, TOFUEvalSettings(batch_size=3, max_new_tokens=4))
     pairs = eval_set.candidates[2]
-    direct = sequence_logps(mistral, *zip(*pairs), 0).double().numpy()
+    direct = sequence_logps(mistral, *zip(*pairs, strict=False), 0).double().numpy()
     np.testing.assert_allclose(scores["answer_logps"][2], direct[0], rtol=1e-6)
     np.testing.assert_allclose(scores["perturbed_logps"][2], direct[1:], rtol=1e-6)
 
@@ -83,8 +83,8 @@ def test_reference_kl_is_zero_against_itself_and_positive_against_another_model(
     model, other = tiny_llama(len(tokenizer), seed=1).eval(), tiny_llama(len(tokenizer), seed=2).eval()
     pairs = [tokenize_qa(tokenizer, "Where does agent 1 live?", "Agent 1 lives in Amberley."),
              tokenize_qa(tokenizer, "Hi?", "No.")]
-    torch.testing.assert_close(reference_kl(model, model, *zip(*pairs), 0), torch.zeros(2), atol=1e-6, rtol=0)
-    assert (reference_kl(model, other, *zip(*pairs), 0) > 0).all()
+    torch.testing.assert_close(reference_kl(model, model, *zip(*pairs, strict=False), 0), torch.zeros(2), atol=1e-6, rtol=0)
+    assert (reference_kl(model, other, *zip(*pairs, strict=False), 0) > 0).all()
 
 
 def test_token_statistics_match_a_direct_per_example_computation(tokenizer):
@@ -93,7 +93,7 @@ def test_token_statistics_match_a_direct_per_example_computation(tokenizer):
     model = tiny_llama(len(tokenizer), seed=6).eval()
     pairs = [tokenize_qa(tokenizer, "Where does agent 1 live?", "Agent 1 lives in Amberley."),
              tokenize_qa(tokenizer, "Hi?", "No.")]
-    stats = token_statistics(model, *zip(*pairs), tokenizer.pad_token_id)
+    stats = token_statistics(model, *zip(*pairs, strict=False), tokenizer.pad_token_id)
     for row, (prompt, completion) in enumerate(pairs):
         with torch.no_grad():
             logprobs = model(torch.tensor([prompt + completion])).logits[0].log_softmax(-1)

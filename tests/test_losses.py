@@ -21,8 +21,8 @@ def test_ga_is_mean_log_likelihood_eq1():
 
 def test_npo_matches_eq3_in_both_forms():
     beta = 0.5
-    log_form = sum((2 / beta) * math.log(1 + math.exp(beta * (l - r))) for l, r in zip(LOGPS.tolist(), REF.tolist())) / 3
-    sigma_form = sum(-(2 / beta) * math.log(sigmoid(-beta * (l - r))) for l, r in zip(LOGPS.tolist(), REF.tolist())) / 3
+    log_form = sum((2 / beta) * math.log(1 + math.exp(beta * (l - r))) for l, r in zip(LOGPS.tolist(), REF.tolist(), strict=False)) / 3
+    sigma_form = sum(-(2 / beta) * math.log(sigmoid(-beta * (l - r))) for l, r in zip(LOGPS.tolist(), REF.tolist(), strict=False)) / 3
     assert losses.npo_loss(LOGPS, REF, beta).item() == pytest.approx(log_form, rel=1e-6)
     assert log_form == pytest.approx(sigma_form, rel=1e-9)
 
@@ -34,7 +34,7 @@ def test_npo_at_reference_is_2_log2_over_beta():
 def test_simnpo_formula():
     beta, gamma, lengths = 2.0, 0.3, torch.tensor([4.0, 5.0, 1.0])
     expected = sum(-(2 / beta) * math.log(sigmoid(beta * (-l / n - gamma)))
-                   for l, n in zip(LOGPS.tolist(), lengths.tolist())) / 3
+                   for l, n in zip(LOGPS.tolist(), lengths.tolist(), strict=False)) / 3
     assert losses.simnpo_loss(LOGPS, lengths, beta, gamma).item() == pytest.approx(expected, rel=1e-6)
 
 
@@ -53,8 +53,8 @@ def test_dpo_eq2():
 
 def test_kl_is_ref_to_policy_direction():
     p_ref, p = torch.tensor([[0.7, 0.2, 0.1]]), torch.tensor([[0.2, 0.5, 0.3]])
-    expected = sum(a * math.log(a / b) for a, b in zip(p_ref[0].tolist(), p[0].tolist()))
-    reverse = sum(b * math.log(b / a) for a, b in zip(p_ref[0].tolist(), p[0].tolist()))
+    expected = sum(a * math.log(a / b) for a, b in zip(p_ref[0].tolist(), p[0].tolist(), strict=False))
+    reverse = sum(b * math.log(b / a) for a, b in zip(p_ref[0].tolist(), p[0].tolist(), strict=False))
     value = losses.kl_loss(p.log(), p_ref.log()).item()
     assert value == pytest.approx(expected, rel=1e-5)
     assert value != pytest.approx(reverse, rel=1e-2)

@@ -5,8 +5,8 @@ import json
 
 import pytest
 from datasets import Dataset
-from helpers import build_tokenizer
 
+from helpers import build_tokenizer
 from npo_trl import NPOConfig, NPOTrainer
 from npo_trl.muse import chunk_texts, load_muse, make_synthetic_muse, muse_eval_sets
 from npo_trl.muse.data import EVAL_SETS, LAYOUT
@@ -35,7 +35,7 @@ def test_generator_has_muses_layout_and_proportions(data):
     # scal is nested, sust disjoint, forget_1 = raw forget in both, scal forget_4 = the union of the sust folds
     scal = [set(data["scal"][f"forget_{k}"]["text"]) for k in range(1, 5)]
     sust = [set(data["sust"][f"forget_{k}"]["text"]) for k in range(1, 5)]
-    assert all(a < b for a, b in zip(scal, scal[1:]))
+    assert all(a < b for a, b in zip(scal, scal[1:], strict=False))
     assert all(not a & b for i, a in enumerate(sust) for b in sust[i + 1:])
     assert scal[0] == sust[0] == set(data["raw"]["forget"]["text"]) and scal[3] == set.union(*sust)
     # the holdout articles are in no training set; privleak's forget texts are the raw forget articles
@@ -43,9 +43,9 @@ def test_generator_has_muses_layout_and_proportions(data):
     assert not set(data["raw"]["holdout"]["text"]) & trained
     assert set(data["privleak"]["forget"]["text"]) == scal[0]
     # every KnowMem answer is in its article; every VerbMem prompt + continuation is an article
-    for row, text in zip(data["knowmem"]["forget_qa"], data["raw"]["forget"]["text"]):
+    for row, text in zip(data["knowmem"]["forget_qa"], data["raw"]["forget"]["text"], strict=False):
         assert row["answer"] in text
-    assert [p + " " + g for p, g in zip(*data["verbmem"]["forget"][:].values())] == data["raw"]["forget"]["text"]
+    assert [p + " " + g for p, g in zip(*data["verbmem"]["forget"][:].values(), strict=False)] == data["raw"]["forget"]["text"]
     assert make_synthetic_muse(6, seed=1)["raw"]["forget"]["text"] == data["raw"]["forget"]["text"]  # seeded
 
 

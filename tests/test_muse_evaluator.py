@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from muse_helpers import muse_tokenizer, small_muse, target_texts, train_on_texts
 from tokenizers import processors
 
+from muse_helpers import muse_tokenizer, small_muse, target_texts, train_on_texts
 from npo_trl import NPOConfig, NPOTrainer
 from npo_trl.eval.scoring import generate_answers
 from npo_trl.muse import MUSECallback, MUSEEvalSettings, MUSEEvaluator, compute_reference_stats, muse_eval_sets
@@ -196,7 +196,7 @@ def test_two_zero3_processes_give_the_one_process_metrics(muse, tmp_path):
     assert two["stats"]["fingerprint"] == one["stats"]["fingerprint"]
     assert two["stats"]["auc"] == pytest.approx(one["stats"]["auc"], abs=1e-6)
     assert [r["step"] for r in one["muse"]] == [r["step"] for r in two["muse"]] == [0, 1, 2]
-    for row_one, row_two in zip(one["muse"], two["muse"]):
+    for row_one, row_two in zip(one["muse"], two["muse"], strict=False):
         for key in METRICS:
             assert row_two[key] == pytest.approx(row_one[key], rel=1e-4, abs=1e-6), (row_one["step"], key)
     assert one["muse"][-1]["muse/verbmem_forget"] < one["muse"][0]["muse/verbmem_forget"]

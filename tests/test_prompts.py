@@ -3,8 +3,8 @@ tokens the evaluator scores."""
 
 import pytest
 from datasets import Dataset
-from helpers import tiny_llama
 
+from helpers import tiny_llama
 from npo_trl import NPOConfig, NPOTrainer
 from npo_trl.prompts import PROMPT_FORMATS, PromptFormat, generation_prompt_ids, get_prompt_format, tokenize_qa
 from npo_trl.tofu import to_prompt_completion

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 from scripts.unlearn import RecordingTrainer
-from helpers import SCRIPT, launch
 from transformers import AutoModelForCausalLM
 
+from helpers import SCRIPT, launch
 from npo_trl import NPOConfig, NPOTrainer
 
 

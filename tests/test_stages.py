@@ -128,9 +128,10 @@ def test_unlearning_stage_gives_replacement_answers_to_the_methods_that_need_the
 def test_read_jsonl_and_save_arguments(tmp_path):
     (tmp_path / "rows.jsonl").write_text('{"step": 0}\n\n{"step": 5, "tofu/forget_quality": 0.5}\n')
     assert read_jsonl(tmp_path / "rows.jsonl") == [{"step": 0}, {"step": 5, "tofu/forget_quality": 0.5}]
-    args = NPOConfig(output_dir=str(tmp_path), learning_rate=3e-4, beta=0.2, report_to="none")
+    args = NPOConfig(output_dir=str(tmp_path), learning_rate=3e-4, beta=0.2, report_to="none", hub_token="hf_secret")
     save_arguments(str(tmp_path / "run"), training=args, model=ModelConfig(dtype="bfloat16"))
     saved = json.loads((tmp_path / "run" / "arguments.json").read_text())
     assert saved["model"]["dtype"] == "bfloat16"
     again = NPOConfig(**saved["training"])  # the unlearning configuration comes back whole
     assert (again.learning_rate, again.beta, again.output_dir) == (3e-4, 0.2, str(tmp_path))
+    assert "hf_secret" not in json.dumps(saved) and again.hub_token is None and again.pad_token is None

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import toy_eval_sets
 from transformers import AutoModelForCausalLM
 
+from helpers import toy_eval_sets
 from npo_trl import NPOConfig, NPOTrainer
 from npo_trl.eval.privacy import PRIVACY_METRICS
 from npo_trl.tofu import TOFUEvalSettings, compute_reference_stats
@@ -54,7 +54,7 @@ def test_best_checkpoint_by_forget_quality(tmp_path, finetuned_dir, tokenizer, f
     assert logged[0]["tofu/forget_quality"] == 1.0 and logged[0]["tofu/forget_kl"] == pytest.approx(0, abs=1e-6)
     assert logged[-1]["tofu/forget_kl"] > 0 and logged[-1]["tofu/forget_prob"] < logged[0]["tofu/forget_prob"]
     assert [r["step"] for r in jsonl(tmp_path)] == [0, 2, 4, 6]
-    assert all(r[k] == pytest.approx(h[k]) for r, h in zip(jsonl(tmp_path), logged) for k in METRICS)
+    assert all(r[k] == pytest.approx(h[k]) for r, h in zip(jsonl(tmp_path), logged, strict=False) for k in METRICS)
     # The trainer's own logging is untouched: every step logged its loss.
     assert [h["step"] for h in trainer.state.log_history if "loss/forget" in h] == [1, 2, 3, 4, 5, 6]
 
@@ -132,7 +132,7 @@ def test_two_zero3_processes_give_the_one_process_metrics(tmp_path, finetuned_di
     assert two["stats"]["truth_ratios"] == pytest.approx(one["stats"]["truth_ratios"], rel=1e-5)
     assert two["stats"]["privacy"]["auc"] == pytest.approx(one["stats"]["privacy"]["auc"], abs=1e-6)
     assert [r["step"] for r in one["tofu"]] == [r["step"] for r in two["tofu"]] == [0, 1, 2]
-    for row_one, row_two in zip(one["tofu"], two["tofu"]):
+    for row_one, row_two in zip(one["tofu"], two["tofu"], strict=False):
         assert set(PRIVACY_METRICS) <= set(row_one)
         # PrivLeak is NaN: the stand-in retain model was trained on the forget rows (its Min-K% AUC is 1). At step 0
         # the model is that retain model, so the reference attack ranks float noise: compared from step 1 on.

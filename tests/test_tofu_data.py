@@ -3,8 +3,8 @@
 
 import datasets
 import pytest
-from helpers import TOFU_DIR, needs_tofu_files
 
+from helpers import TOFU_DIR, needs_tofu_files
 from npo_trl.data import to_unlearning_rows
 from npo_trl.tofu import (
     TOFU_HUB_ID,
@@ -16,7 +16,6 @@ from npo_trl.tofu import (
     tofu_eval_sets,
     tofu_split_names,
 )
-
 
 QA = ["question", "answer"]
 PERTURBED = ["question", "answer", "paraphrased_answer", "perturbed_answer", "paraphrased_question"]
@@ -173,11 +172,11 @@ def test_synthetic_perturbed_answers_are_wrong_and_paraphrases_carry_the_value(s
 
 
 def test_general_knowledge_covers_real_authors_and_world_facts(synthetic):
-    known = set(zip(synthetic["general_knowledge"]["question"], synthetic["general_knowledge"]["answer"]))
+    known = set(zip(synthetic["general_knowledge"]["question"], synthetic["general_knowledge"]["answer"], strict=False))
     for name in ("real_authors", "world_facts"):
         choices, perturbed = synthetic[name].to_list(), synthetic[f"{name}_perturbed"].to_list()
         assert {(row["question"], row["answer"]) for row in choices} <= known
-        for row, wrong in zip(choices, perturbed):
+        for row, wrong in zip(choices, perturbed, strict=False):
             options = [row[f"option{i}"] for i in range(1, 5)]
             assert len(set(options)) == 4 and row["answer"] in options
             assert (wrong["question"], wrong["answer"]) == (row["question"], row["answer"])

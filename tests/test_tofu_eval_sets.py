@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from helpers import toy_eval_sets
 
+from helpers import toy_eval_sets
 from npo_trl.eval.scoring import can_share_prefix, generate_answers, sequence_logps
 from npo_trl.prompts import tokenize_qa
 from npo_trl.tofu import TOFUEvalSettings, TOFUEvaluator
@@ -65,7 +65,7 @@ def test_score_eval_set_columns_hold_each_candidates_score(finetuned, tokenizer)
     row = eval_set.rows[5]
     pairs = [tokenize_qa(tokenizer, row["question"], a)
              for a in [row["answer"], row["paraphrased_answer"], *row["perturbed_answer"]]]
-    direct = sequence_logps(finetuned, *zip(*pairs), tokenizer.pad_token_id).double().numpy()
+    direct = sequence_logps(finetuned, *zip(*pairs, strict=False), tokenizer.pad_token_id).double().numpy()
     np.testing.assert_allclose(scores["answer_logps"][5], direct[0], rtol=1e-5)
     np.testing.assert_allclose(scores["correct_logps"][5], direct[1], rtol=1e-5)
     np.testing.assert_allclose(scores["perturbed_logps"][5], direct[2:], rtol=1e-5)

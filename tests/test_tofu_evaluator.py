@@ -7,8 +7,8 @@ import re
 
 import pytest
 from datasets import Dataset, concatenate_datasets
-from helpers import fine_tune, tiny_llama, toy_eval_sets, toy_qa, toy_tofu_rows
 
+from helpers import fine_tune, tiny_llama, toy_eval_sets, toy_qa, toy_tofu_rows
 from npo_trl.eval.privacy import ATTACKS, PRIVACY_METRICS
 from npo_trl.tofu import TOFUEvalSettings, TOFUEvaluator, compute_reference_stats
 from npo_trl.tofu.metrics import METRICS

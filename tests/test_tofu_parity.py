@@ -5,7 +5,10 @@ whose pad token is its end-of-turn token, with and without the reference evaluat
 import numpy as np
 import pytest
 import torch
+
 from helpers import tiny_llama, toy_eval_sets
+from npo_trl.tofu import TOFUEvalSettings, TOFUEvaluator, compute_reference_stats
+from npo_trl.tofu.metrics import UTILITY_METRICS
 from tofu_reference_impl import (
     forget_quality,
     harmonic_mean,
@@ -13,9 +16,6 @@ from tofu_reference_impl import (
     row_values,
     set_values,
 )
-
-from npo_trl.tofu import TOFUEvalSettings, TOFUEvaluator, compute_reference_stats
-from npo_trl.tofu.metrics import UTILITY_METRICS
 
 TOLERANCE = 1e-6
 MAX_NEW_TOKENS = 6

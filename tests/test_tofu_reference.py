@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from helpers import toy_eval_sets
 
+from helpers import toy_eval_sets
 from npo_trl.tofu import TOFUEvalSettings, TOFUEvaluator, compute_reference_stats, load_reference_stats
 from npo_trl.tofu.eval_sets import TOFUEvalSet, score_eval_set
 

@@ -5,9 +5,9 @@ import warnings
 
 import pytest
 import torch
-from helpers import tiny_llama
 from datasets import Dataset
 
+from helpers import tiny_llama
 from npo_trl import NPOConfig, NPOTrainer
 
 
@@ -22,7 +22,7 @@ def config(tmp_path, **kwargs):
 def mean_forget_logp(model, tokenizer, dataset):
     """Mean over rows of log π(completion | prompt), computed directly (independent of the trainer's code)."""
     total = 0.0
-    for prompt, completion in zip(dataset["prompt"], dataset["completion"]):
+    for prompt, completion in zip(dataset["prompt"], dataset["completion"], strict=False):
         prompt_ids = tokenizer(prompt)["input_ids"]
         ids = tokenizer(prompt + completion + tokenizer.eos_token)["input_ids"]
         logits = model(torch.tensor([ids])).logits[0, :-1].log_softmax(-1)
@@ -87,7 +87,7 @@ def test_precomputed_reference_gives_the_same_losses_as_a_live_one(tmp_path, fin
         trainer.train()
         runs[precompute] = [(h["loss"], h["forget/ref_logps"]) for h in trainer.state.log_history if "loss" in h]
     assert len(runs[True]) == 4
-    for (live_loss, live_ref), (pre_loss, pre_ref) in zip(runs[False], runs[True]):
+    for (live_loss, live_ref), (pre_loss, pre_ref) in zip(runs[False], runs[True], strict=False):
         assert pre_loss == pytest.approx(live_loss, rel=1e-4, abs=1e-5)
         assert pre_ref == pytest.approx(live_ref, rel=1e-4)
 
@@ -139,8 +139,8 @@ def test_separate_backward_gives_the_gradients_of_one_backward(tmp_path, finetun
         runs[separate] = ([p.detach().clone() for p in trainer.model.parameters()],
                           [h["loss"] for h in trainer.state.log_history if "loss" in h])
     start = AutoModelForCausalLM.from_pretrained(finetuned_dir).parameters()
-    assert sum((a - b).abs().sum().item() for a, b in zip(runs[True][0], start)) > 1.0  # the weights moved
-    for separate_weight, joint_weight in zip(runs[True][0], runs[False][0]):
+    assert sum((a - b).abs().sum().item() for a, b in zip(runs[True][0], start, strict=False)) > 1.0  # the weights moved
+    for separate_weight, joint_weight in zip(runs[True][0], runs[False][0], strict=False):
         torch.testing.assert_close(separate_weight, joint_weight, atol=1e-6, rtol=1e-5)
     assert runs[True][1] == pytest.approx(runs[False][1], rel=1e-6)  # the logged loss is the sum's, as before
 

@@ -74,7 +74,7 @@ def question_answer_ids(tokenizer, question: str, answer: str, style: str, token
             full.append(tokenizer.eos_token_id)
         start = len(prompt)
     else:
-        start = next((i for i, (a, b) in enumerate(zip(prompt, full)) if a != b), len(prompt))
+        start = next((i for i, (a, b) in enumerate(zip(prompt, full, strict=False)) if a != b), len(prompt))
     return full[:start], full[start:], prompt
 
 

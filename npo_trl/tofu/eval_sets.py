@@ -162,10 +162,10 @@ def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, settings: TOF
         pairs = [pair for i in rows for pair in eval_set.candidates[i]]  # every candidate of the batch, stacked
         with timer("score"):
             if share_prompt:
-                out = scoring.candidate_logps(model, *zip(*pairs), num_candidates, pad_id, device, mask_pad_tokens,
+                out = scoring.candidate_logps(model, *zip(*pairs, strict=False), num_candidates, pad_id, device, mask_pad_tokens,
                                               first_candidate_statistics=membership)
             else:
-                out = scoring.sequence_logps(model, *zip(*pairs), pad_id, device, mask_pad_tokens,
+                out = scoring.sequence_logps(model, *zip(*pairs, strict=False), pad_id, device, mask_pad_tokens,
                                              statistics_rows=slice(None, None, num_candidates) if membership else None)
             batch_logps, statistics = out if membership else (out, None)
             logps.append(batch_logps.view(len(rows), num_candidates))
@@ -174,7 +174,7 @@ def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, settings: TOF
                 members.append(torch.stack([scores[name] for name in privacy.ROW_SCORES], dim=1))
         if ref_model is not None:
             with timer("kl"):
-                kl.append(scoring.reference_kl(model, ref_model, *zip(*[eval_set.candidates[i][0] for i in rows]),
+                kl.append(scoring.reference_kl(model, ref_model, *zip(*[eval_set.candidates[i][0] for i in rows], strict=False),
                                                pad_id, device, mask_pad_tokens))
     if generate:
         for rows in batches(indices, order, settings.generation_batch_size or batch_size, progress,

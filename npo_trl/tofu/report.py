@@ -60,7 +60,7 @@ def seed_spread(runs: dict, keys: list[str]) -> list[dict]:
         raise ValueError(f"Runs of different lengths cannot be aggregated over seeds: {lengths} evaluations per seed. "
                          "Finish (or delete) the shorter runs and report again.")
     spread = []
-    for at in zip(*runs.values()):
+    for at in zip(*runs.values(), strict=False):
         row = {"epoch": at[0]["epoch"], "step": at[0]["step"]}
         for key in keys:
             values = [r[key] for r in at if r.get(key) is not None]

@@ -243,14 +243,14 @@ def _general_knowledge(rng: random.Random, names: list[str], pools: dict) -> dic
     """Facts a base model knows before the fine-tune: classic authors' books and countries, capitals, the world."""
     countries, capitals = pools["country"], pools["capital"]
     real_authors = []
-    for name, book in zip(names, pools["classic_book"]):
+    for name, book in zip(names, pools["classic_book"], strict=False):
         country = rng.choice(countries)
         real_authors.append(_multiple_choice(rng, f"Who wrote the classic novel '{book}'?", name,
                                              _three_others(rng, names, name)))
         real_authors.append(_multiple_choice(rng, f"Which country did the classic author {name} come from?", country,
                                              _three_others(rng, countries, country)))
     world_facts = []
-    for country, capital in zip(countries, capitals):
+    for country, capital in zip(countries, capitals, strict=False):
         world_facts.append(_multiple_choice(rng, f"What is the capital of {country}?", capital,
                                             _three_others(rng, capitals, capital)))
         world_facts.append(_multiple_choice(rng, f"Which country has {capital} as its capital?", country,

@@ -14,9 +14,9 @@ import torch
 from accelerate import PartialState
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import TrlParser
 
 from npo_trl import NPOConfig, NPOTrainer
-from trl import TrlParser
 
 
 class RecordingTrainer(NPOTrainer):
