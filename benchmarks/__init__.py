@@ -1,1 +1,2 @@
-"""Benchmarks of npo-trl (run from the repository root: `python -m benchmarks.step_cost`, `python -m benchmarks.tofu_protocol`)."""
+"""Benchmarks of npo-trl (run from the repository root: `python -m benchmarks.step_cost`,
+`python -m benchmarks.tofu_protocol`)."""

@@ -143,7 +143,8 @@ def privacy_cost(with_privacy, without_privacy, model_path: str, repeats: int = 
             seconds[key].append(evaluator.timer.seconds["total"])
     with_seconds, without_seconds = statistics.median(seconds["with"]), statistics.median(seconds["without"])
     return {"with_privacy": with_seconds, "without_privacy": without_seconds, "repeats": repeats,
-            "holdout_rows": len(with_privacy.sets["holdout"]), "share": (with_seconds - without_seconds) / with_seconds}
+            "holdout_rows": len(with_privacy.sets["holdout"]),
+            "share": (with_seconds - without_seconds) / with_seconds}
 
 
 def evaluation_work(evaluator, with_kl: bool) -> dict:

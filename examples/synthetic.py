@@ -85,7 +85,7 @@ def make_task(args: ScriptArguments, specs: list[tuple[float, int]]) -> dict:
     for alpha, seed in specs:
         gen = torch.Generator().manual_seed(seed)
 
-        def sample(n, sign):  # sign +1: the forget distribution, -1: the retain one
+        def sample(n, sign, alpha=alpha, gen=gen):  # sign +1: the forget distribution, -1: the retain one
             x = sign * alpha + torch.randn(n, d, generator=gen, dtype=torch.float64)
             return x, torch.bernoulli(torch.sigmoid(sign * ((x - sign * alpha) @ theta_f + 1)), generator=gen)
 
@@ -169,8 +169,8 @@ def unlearn(task: dict, configs: list[tuple[str, float, float]], steps: int, eva
     once on a (I, k, n) block of log-probs, and that mean times I·k is a sum of independent losses, so each θ gets
     exactly its own gradient. Returns the forget and retain distances (evals, I, C) at steps 0, eval_every, ..., steps.
     """
-    I, C = task["theta_ref"].shape[0], len(configs)
-    theta = task["theta_ref"][:, None, :].repeat(1, C, 1)
+    num_instances, num_configs = task["theta_ref"].shape[0], len(configs)
+    theta = task["theta_ref"][:, None, :].repeat(1, num_configs, 1)
     lr = torch.tensor([c[1] for c in configs])[None, :, None]
     groups = {}
     for i, (method, _, beta) in enumerate(configs):
@@ -197,7 +197,7 @@ def unlearn(task: dict, configs: list[tuple[str, float, float]], steps: int, eva
             a, b = idx[0], idx[-1] + 1
             lp = {"forget": lp_forget[:, a:b], "forget_ref": forget_ref, "idk": lp_idk[:, a:b], "idk_ref": idk_ref,
                   "retain": lp_retain[:, a - rt[0]: b - rt[0]]}
-            total = total + method_loss(method, lp, beta) * I * len(idx)
+            total = total + method_loss(method, lp, beta) * num_instances * len(idx)
         (grad,) = torch.autograd.grad(total, theta)
         theta = (theta - lr * grad).detach()
     return {"step": record["step"], "forget": torch.stack(record["forget"]).double().numpy(),
@@ -402,7 +402,8 @@ def plot(results: dict, curves_by_alpha: dict, output_dir: str) -> None:
         fig.savefig(os.path.join(output_dir, name), dpi=110)
         plt.close(fig)
 
-    colours = dict(zip(METHODS, ("tab:red", "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown"), strict=False))
+    colours = dict(zip(METHODS, ("tab:red", "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown"),
+                       strict=False))
     alphas = list(curves_by_alpha)
     fig, axes = plt.subplots(len(alphas), 3, figsize=(15, 4.2 * len(alphas)), squeeze=False)
     for row, alpha in enumerate(alphas):

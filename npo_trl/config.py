@@ -20,7 +20,8 @@ def method_losses(method: str) -> tuple[str, str | None]:
     "nll"), "ga+kl" → ("ga", "kl"), "idk+rt", "simnpo", ..."""
     forget_loss, _, suffix = method.partition("+")
     if forget_loss not in FORGET_LOSSES or suffix not in METHOD_RETAIN_SUFFIXES:
-        raise ValueError(f"method {method!r}: use <forget_loss>[+rt|+kl] with forget_loss among {list(FORGET_LOSSES)}.")
+        raise ValueError(f"method {method!r}: use <forget_loss>[+rt|+kl] with forget_loss among "
+                         f"{list(FORGET_LOSSES)}.")
     return forget_loss, METHOD_RETAIN_SUFFIXES[suffix]
 
 
@@ -65,9 +66,9 @@ class NPOConfig(DPOConfig):
         separate_backward (`bool`, *optional*, defaults to `True`):
             With a retain loss, backpropagate the forget term before the retain batch's forward pass, so that the two
             batches' activations are never held at once: the same gradients as one backward of the sum, with less peak
-            memory (benchmarks/RESULTS.md: NPO+RT 1.17× SFT's instead of 1.24×, NPO+KL 1.15× instead of 1.28×). Under
-            DDP and ZeRO-3 the gradients are reduced once per term. `False` runs one backward of the sum, as do the LOMO
-            optimizers (they update the weights inside each backward).
+            memory (benchmarks/RESULTS.md: NPO+RT 1.17× SFT's instead of 1.24×, NPO+KL 1.15× instead of 1.28×).
+            Under DDP and ZeRO-3 the gradients are reduced once per term. `False` runs one backward of the sum, as do
+            the LOMO optimizers (they update the weights inside each backward).
         nonfinite_loss (`str`, *optional*, defaults to `"raise"`):
             What to do with rows whose log-probabilities or loss are not finite: `"raise"` stops training with an
             error naming the step and the rows; `"skip"` leaves those rows out of the loss and counts them in the

@@ -70,13 +70,13 @@ class NPOTrainer(DPOTrainer):
         "id": "2404.05868",
         # docstyle-ignore
         "citation": textwrap.dedent("""\
-            @inproceedings{zhang2024negative,
-                title        = {{Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning}},
-                author       = {Ruiqi Zhang and Licong Lin and Yu Bai and Song Mei},
-                year         = 2024,
-                booktitle    = {First Conference on Language Modeling},
-                url          = {https://openreview.net/forum?id=MXLBXjQkmb},
-            }"""),
+        @inproceedings{zhang2024negative,
+            title        = {{Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning}},
+            author       = {Ruiqi Zhang and Licong Lin and Yu Bai and Song Mei},
+            year         = 2024,
+            booktitle    = {First Conference on Language Modeling},
+            url          = {https://openreview.net/forum?id=MXLBXjQkmb},
+        }"""),
     }
 
     def __init__(
@@ -174,7 +174,8 @@ class NPOTrainer(DPOTrainer):
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
             self._signature_columns = [
-                "prompt_ids", "completion_ids", "replacement_ids", "row_index", "ref_chosen_logps", "ref_rejected_logps"
+                "prompt_ids", "completion_ids", "replacement_ids", "row_index", "ref_chosen_logps",
+                "ref_rejected_logps",
             ]
 
     def _precompute_ref_logps(self, dataset, name, batch_size):
@@ -318,7 +319,8 @@ class NPOTrainer(DPOTrainer):
 
     def _forget_ref_logps(self, inputs) -> torch.Tensor:
         if self.precompute_ref_logps:
-            keys = ["ref_chosen_logps", "ref_rejected_logps"] if self.args.needs_replacement else ["ref_rejected_logps"]
+            keys = (["ref_chosen_logps", "ref_rejected_logps"] if self.args.needs_replacement
+                    else ["ref_rejected_logps"])
             return torch.cat([inputs[k] for k in keys]).float()
         ref_token_logps, _ = self._token_logps(self._reference_model(), inputs, reference=True)
         return ref_token_logps.sum(1)

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from npo_trl import NPOConfig, NPOTrainer
 
 text = st.one_of(
-    st.sampled_from(["", "   ", "Where does agent 3 live?", " Agent 3 lives in Kestow.", "Zoë — 東京 ✓", "a\x00b\x1b[0m"]),
+    st.sampled_from(["", "   ", "Where does agent 3 live?", " Agent 3 lives in Kestow.", "Zoë — 東京 ✓",
+                     "a\x00b\x1b[0m"]),
     st.text(max_size=12),
     st.just("Where does agent 1 live? " * 40),  # longer than max_length on its own
 )
@@ -25,7 +26,8 @@ row = st.fixed_dictionaries({}, optional={"prompt": value, "completion": value})
 KNOWN_FIELDS = re.compile(r"'(prompt|completion)'|columns|train_dataset, the forget set|rows .* are left")
 
 
-@settings(max_examples=25, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(row, min_size=1, max_size=4), pad_token=st.booleans())
 def test_any_forget_set_trains_or_is_refused_by_name(tmp_path_factory, finetuned_dir, tokenizer, rows, pad_token):
     from transformers import AutoModelForCausalLM

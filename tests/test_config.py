@@ -24,7 +24,8 @@ def test_beta_must_be_positive(tmp_path, beta):
         make(tmp_path, beta=beta)
 
 
-@pytest.mark.parametrize("field, value", [("forget_loss", "npo_kl"), ("retain_loss", "l2"), ("nonfinite_loss", "ignore")])
+@pytest.mark.parametrize("field, value",
+                         [("forget_loss", "npo_kl"), ("retain_loss", "l2"), ("nonfinite_loss", "ignore")])
 def test_unknown_loss_names(tmp_path, field, value):
     with pytest.raises(ValueError, match=rf"{field}='{value}' is unknown: use"):
         make(tmp_path, **{field: value})

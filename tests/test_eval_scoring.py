@@ -83,7 +83,8 @@ def test_reference_kl_is_zero_against_itself_and_positive_against_another_model(
     model, other = tiny_llama(len(tokenizer), seed=1).eval(), tiny_llama(len(tokenizer), seed=2).eval()
     pairs = [tokenize_qa(tokenizer, "Where does agent 1 live?", "Agent 1 lives in Amberley."),
              tokenize_qa(tokenizer, "Hi?", "No.")]
-    torch.testing.assert_close(reference_kl(model, model, *zip(*pairs, strict=False), 0), torch.zeros(2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(reference_kl(model, model, *zip(*pairs, strict=False), 0), torch.zeros(2),
+                               atol=1e-6, rtol=0)
     assert (reference_kl(model, other, *zip(*pairs, strict=False), 0) > 0).all()
 
 

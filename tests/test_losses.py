@@ -21,8 +21,10 @@ def test_ga_is_mean_log_likelihood_eq1():
 
 def test_npo_matches_eq3_in_both_forms():
     beta = 0.5
-    log_form = sum((2 / beta) * math.log(1 + math.exp(beta * (l - r))) for l, r in zip(LOGPS.tolist(), REF.tolist(), strict=False)) / 3
-    sigma_form = sum(-(2 / beta) * math.log(sigmoid(-beta * (l - r))) for l, r in zip(LOGPS.tolist(), REF.tolist(), strict=False)) / 3
+    log_form = sum((2 / beta) * math.log(1 + math.exp(beta * (logp - ref_logp)))
+                   for logp, ref_logp in zip(LOGPS.tolist(), REF.tolist(), strict=False)) / 3
+    sigma_form = sum(-(2 / beta) * math.log(sigmoid(-beta * (logp - ref_logp)))
+                     for logp, ref_logp in zip(LOGPS.tolist(), REF.tolist(), strict=False)) / 3
     assert losses.npo_loss(LOGPS, REF, beta).item() == pytest.approx(log_form, rel=1e-6)
     assert log_form == pytest.approx(sigma_form, rel=1e-9)
 
@@ -33,8 +35,8 @@ def test_npo_at_reference_is_2_log2_over_beta():
 
 def test_simnpo_formula():
     beta, gamma, lengths = 2.0, 0.3, torch.tensor([4.0, 5.0, 1.0])
-    expected = sum(-(2 / beta) * math.log(sigmoid(beta * (-l / n - gamma)))
-                   for l, n in zip(LOGPS.tolist(), lengths.tolist(), strict=False)) / 3
+    expected = sum(-(2 / beta) * math.log(sigmoid(beta * (-logp / n - gamma)))
+                   for logp, n in zip(LOGPS.tolist(), lengths.tolist(), strict=False)) / 3
     assert losses.simnpo_loss(LOGPS, lengths, beta, gamma).item() == pytest.approx(expected, rel=1e-6)
 
 
@@ -48,7 +50,8 @@ def test_dpo_eq2():
     rejected, rejected_ref = torch.tensor([-5.0]), torch.tensor([-2.0])
     margin = (-3 + 4) - (-5 + 2)
     expected = -(1 / beta) * math.log(sigmoid(beta * margin))
-    assert losses.dpo_loss(chosen, chosen_ref, rejected, rejected_ref, beta).item() == pytest.approx(expected, rel=1e-6)
+    loss = losses.dpo_loss(chosen, chosen_ref, rejected, rejected_ref, beta)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_kl_is_ref_to_policy_direction():
@@ -106,5 +109,6 @@ def test_importing_the_losses_needs_torch_only():
     import subprocess
     import sys
 
-    code = "import sys, npo_trl.losses; print(sorted({m.split('.')[0] for m in sys.modules} & {'trl', 'transformers'}))"
+    code = ("import sys, npo_trl.losses; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'trl', 'transformers'}))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

@@ -45,7 +45,8 @@ def test_generator_has_muses_layout_and_proportions(data):
     # every KnowMem answer is in its article; every VerbMem prompt + continuation is an article
     for row, text in zip(data["knowmem"]["forget_qa"], data["raw"]["forget"]["text"], strict=False):
         assert row["answer"] in text
-    assert [p + " " + g for p, g in zip(*data["verbmem"]["forget"][:].values(), strict=False)] == data["raw"]["forget"]["text"]
+    assert ([p + " " + g for p, g in zip(*data["verbmem"]["forget"][:].values(), strict=False)]
+            == data["raw"]["forget"]["text"])
     assert make_synthetic_muse(6, seed=1)["raw"]["forget"]["text"] == data["raw"]["forget"]["text"]  # seeded
 
 

@@ -12,8 +12,8 @@ from npo_trl.tofu import to_prompt_completion
 QUESTION, ANSWER = "Where does agent 3 live?", "Agent 3 lives in Lunmere."
 LLAMA3_PROMPT = ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
                  "Cutting Knowledge Date: December 2023\nToday Date: 10 Apr 2025\n\nYou are a helpful assistant."
-                 "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nWhere does agent 3 live?<|eot_id|><|start_header_id|>assistant"
-                 "<|end_header_id|>\n\n")
+                 "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nWhere does agent 3 live?"
+                 "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
 # preset -> (tokenizer fixture, the generation prompt, the scored answer (common prefix), the scored answer
 # (prompt length)), all decoded
 KNOWN = {

@@ -172,7 +172,8 @@ def test_synthetic_perturbed_answers_are_wrong_and_paraphrases_carry_the_value(s
 
 
 def test_general_knowledge_covers_real_authors_and_world_facts(synthetic):
-    known = set(zip(synthetic["general_knowledge"]["question"], synthetic["general_knowledge"]["answer"], strict=False))
+    known = set(zip(synthetic["general_knowledge"]["question"], synthetic["general_knowledge"]["answer"],
+                    strict=False))
     for name in ("real_authors", "world_facts"):
         choices, perturbed = synthetic[name].to_list(), synthetic[f"{name}_perturbed"].to_list()
         assert {(row["question"], row["answer"]) for row in choices} <= known
@@ -182,7 +183,8 @@ def test_general_knowledge_covers_real_authors_and_world_facts(synthetic):
             assert (wrong["question"], wrong["answer"]) == (row["question"], row["answer"])
             assert sorted(wrong["perturbed_answer"]) == sorted(set(options) - {row["answer"]})
     background = synthetic["general_knowledge"].select(
-        range(synthetic["real_authors"].num_rows + synthetic["world_facts"].num_rows, synthetic["general_knowledge"].num_rows))
+        range(synthetic["real_authors"].num_rows + synthetic["world_facts"].num_rows,
+              synthetic["general_knowledge"].num_rows))
     # the other facts are background writers' facts in both phrasings (answer, then paraphrase), nobody else's
     assert background.num_rows == 2 * 50 * 20 and background[0]["question"] == background[1]["question"]
     assert background[0]["answer"] != background[1]["answer"]

@@ -1,6 +1,6 @@
-"""examples/tofu.py, run as a script: the whole pipeline on a tiny configuration, its ZeRO-3 and LoRA unlearning stages,
---seeds, and the arguments it refuses. Given models and published statistics: test_tofu_example_published.py; the
-findings over seeds: test_tofu_example_findings.py. Its library functions are tested with their modules
+"""examples/tofu.py, run as a script: the whole pipeline on a tiny configuration, its ZeRO-3 and LoRA unlearning
+stages, --seeds, and the arguments it refuses. Given models and published statistics: test_tofu_example_published.py;
+the findings over seeds: test_tofu_example_findings.py. Its library functions are tested with their modules
 (test_stages.py, test_tofu_experiment_data.py, test_tofu_report.py)."""
 
 import json

@@ -139,7 +139,8 @@ def test_separate_backward_gives_the_gradients_of_one_backward(tmp_path, finetun
         runs[separate] = ([p.detach().clone() for p in trainer.model.parameters()],
                           [h["loss"] for h in trainer.state.log_history if "loss" in h])
     start = AutoModelForCausalLM.from_pretrained(finetuned_dir).parameters()
-    assert sum((a - b).abs().sum().item() for a, b in zip(runs[True][0], start, strict=False)) > 1.0  # the weights moved
+    # the weights moved
+    assert sum((a - b).abs().sum().item() for a, b in zip(runs[True][0], start, strict=False)) > 1.0
     for separate_weight, joint_weight in zip(runs[True][0], runs[False][0], strict=False):
         torch.testing.assert_close(separate_weight, joint_weight, atol=1e-6, rtol=1e-5)
     assert runs[True][1] == pytest.approx(runs[False][1], rel=1e-6)  # the logged loss is the sum's, as before

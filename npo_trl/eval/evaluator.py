@@ -14,9 +14,10 @@ class Evaluator:
 
     A subclass sets `name` (the prefix of its metric keys, e.g. `"tofu"`, and of its callback's JSONL file),
     `metric_names` (every key `evaluate` returns, `None` where an input is missing), `higher_is_better` and
-    `lower_is_better` (the keys whose larger, or smaller, values are better), and implements `compute`; `check_metric` may refuse a best-model metric that its
-    inputs cannot give. `timer` ([`~npo_trl.eval.runner.PassTimer`]) holds the seconds of the last evaluation's passes
-    (`"total"` included) and its counts; `progress` shows a progress bar over the batches.
+    `lower_is_better` (the keys whose larger, or smaller, values are better), and implements `compute`;
+    `check_metric` may refuse a best-model metric that its inputs cannot give. `timer`
+    ([`~npo_trl.eval.runner.PassTimer`]) holds the seconds of the last evaluation's passes (`"total"` included) and its
+    counts; `progress` shows a progress bar over the batches.
     """
 
     name = "eval"

@@ -126,10 +126,11 @@ def mia_auc(member_scores, nonmember_scores) -> float:
 
 def privleak(auc: float, retain_auc: float) -> float:
     """PrivLeak (Shi et al. 2025, "MUSE: Machine Unlearning Six-Way Evaluation for Language Models"): the relative gap
-    between the unlearned and the retain model's MIA AUC, in percent: (AUC_unlearned − AUC_retain) / AUC_retain · 100
-    with MUSE's AUC, which is 1 − ours (MUSE ranks the other way round; open-unlearning converts its AUCs the same way).
-    0 = the forget rows leak as little as the retain model's; negative = they still stand out (under-unlearned; a model
-    that never unlearned scores near −100); positive = they look less familiar than unseen text (over-unlearned)."""
+    between the unlearned and the retain model's MIA AUC, in percent:
+    (AUC_unlearned − AUC_retain) / AUC_retain · 100 with MUSE's AUC, which is 1 − ours (MUSE ranks the other way
+    round; open-unlearning converts its AUCs the same way). 0 = the forget rows leak as little as the retain model's;
+    negative = they still stand out (under-unlearned; a model that never unlearned scores near −100); positive = they
+    look less familiar than unseen text (over-unlearned)."""
     muse_auc, muse_retain_auc = 1.0 - auc, 1.0 - retain_auc
     return float("nan") if muse_retain_auc == 0 else (muse_auc - muse_retain_auc) / muse_retain_auc * 100.0
 

@@ -168,15 +168,16 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
     shared = [shared_prefix_length(group) - 1 for group in groups]  # the cached part of each row's prompt
     if min(shared) < 1:
         raise ValueError("candidate_logps needs every row's candidates to share a prompt of >= 2 tokens.")
-    prefix = _collate([g[0][:n] for g, n in zip(groups, shared, strict=False)], [[]] * len(groups), pad_token_id, device,
-                      mask_pad_tokens)
+    prefix = _collate([g[0][:n] for g, n in zip(groups, shared, strict=False)], [[]] * len(groups), pad_token_id,
+                      device, mask_pad_tokens)
     supports_keep = getattr(model, "_supports_logits_to_keep", lambda: False)()
     cache = model(input_ids=prefix["input_ids"], attention_mask=prefix["attention_mask"], use_cache=True,
                   position_ids=torch.arange(prefix["input_ids"].size(1), device=device).expand_as(prefix["input_ids"]),
                   **({"logits_to_keep": 1} if supports_keep else {})).cache
     cache.batch_repeat_interleave(k)
     offsets = [n for n in shared for _ in range(k)]
-    rest = _collate([p[n:] for p, n in zip(prompts, offsets, strict=False)], completions, pad_token_id, device, mask_pad_tokens)
+    rest = _collate([p[n:] for p, n in zip(prompts, offsets, strict=False)], completions, pad_token_id, device,
+                    mask_pad_tokens)
     positions = torch.tensor(offsets, device=device)[:, None] + torch.arange(rest["input_ids"].size(1), device=device)
     logits = model(input_ids=rest["input_ids"], use_cache=True, cache=cache, position_ids=positions,
                    attention_mask=torch.cat([prefix["attention_mask"].repeat_interleave(k, 0),
@@ -195,7 +196,8 @@ def reference_kl(model, ref_model, prompts: Sequence[list[int]], completions: Se
     batch = _collate(prompts, completions, pad_token_id, device or model_device(model), mask_pad_tokens)
     logprobs, ref_logprobs = (_at_least_fp32(_logits(m, batch)[:, :-1]).log_softmax(-1) for m in (model, ref_model))
     mask = batch["completion_mask"][:, 1:].bool()
-    return torch.stack([losses.kl_loss(lp[m], ref_lp[m]) for lp, ref_lp, m in zip(logprobs, ref_logprobs, mask, strict=False)])
+    return torch.stack([losses.kl_loss(lp[m], ref_lp[m])
+                        for lp, ref_lp, m in zip(logprobs, ref_logprobs, mask, strict=False)])
 
 
 @torch.no_grad()

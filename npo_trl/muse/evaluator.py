@@ -81,7 +81,8 @@ class MUSEEvaluator(Evaluator):
             references = [tokenizer.decode(ids[:verbmem_max_new_tokens], skip_special_tokens=True).strip()
                           for ids in cut]
             limits = [verbmem_max_new_tokens if len(ids) >= verbmem_max_new_tokens else
-                      len(tokenizer(ref, add_special_tokens=False)["input_ids"]) for ids, ref in zip(cut, references, strict=False)]
+                      len(tokenizer(ref, add_special_tokens=False)["input_ids"])
+                      for ids, ref in zip(cut, references, strict=False)]
             self.generation_sets["verbmem_forget"] = (
                 [tokenizer(row["prompt"])["input_ids"] for row in rows], references, limits, False)
         for name in ("knowmem_forget", "knowmem_retain"):

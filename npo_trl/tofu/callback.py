@@ -7,12 +7,12 @@ from .settings import TOFUEvalSettings
 
 class TOFUCallback(UnlearningEvalCallback):
     r"""
-    Evaluates TOFU's forget quality, model utility and their components before training and at each evaluation point, on
-    every process (each scores a shard of the rows; DDP and DeepSpeed ZeRO-3 work). The metrics (`tofu/forget_quality`,
-    `tofu/model_utility`, `tofu/forget_prob`, `tofu/forget_rouge`, `tofu/forget_truth_ratio`, `tofu/forget_kl`,
-    `tofu/retain_prob`, ..., `tofu/world_facts_truth_ratio`, and with a `"holdout"` set the privacy metrics
-    `privacy/mia_*_auc`, `privacy/privleak`, `privacy/forget_exact_memorization`, ...) are logged through the trainer
-    and appended to `output_dir/tofu_metrics.jsonl`; evaluation points, logging and best-model selection are
+    Evaluates TOFU's forget quality, model utility and their components before training and at each evaluation point,
+    on every process (each scores a shard of the rows; DDP and DeepSpeed ZeRO-3 work). The metrics
+    (`tofu/forget_quality`, `tofu/model_utility`, `tofu/forget_prob`, `tofu/forget_rouge`, `tofu/forget_truth_ratio`,
+    `tofu/forget_kl`, `tofu/retain_prob`, ..., `tofu/world_facts_truth_ratio`, and with a `"holdout"` set the privacy
+    metrics `privacy/mia_*_auc`, `privacy/privleak`, `privacy/forget_exact_memorization`, ...) are logged through the
+    trainer and appended to `output_dir/tofu_metrics.jsonl`; evaluation points, logging and best-model selection are
     [`~npo_trl.eval.UnlearningEvalCallback`]'s. The KL to the reference model is reported when the trainer has one. To
     keep the checkpoint with the best forget quality:
 

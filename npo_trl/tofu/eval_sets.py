@@ -17,7 +17,8 @@ from ..prompts import generation_prompt_ids, tokenize_qa
 from .metrics import EVAL_SETS, PARAPHRASED_SETS, rouge_l_recall, truth_ratios
 from .settings import TOFUEvalSettings
 
-HOLDOUT = "holdout"  # TOFU's holdoutNN: questions about authors in no fine-tune, the non-members of the privacy metrics
+# TOFU's holdoutNN: questions about authors in no fine-tune, the non-members of the privacy metrics
+HOLDOUT = "holdout"
 SET_NAMES = EVAL_SETS + (HOLDOUT,)
 
 
@@ -162,8 +163,8 @@ def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, settings: TOF
         pairs = [pair for i in rows for pair in eval_set.candidates[i]]  # every candidate of the batch, stacked
         with timer("score"):
             if share_prompt:
-                out = scoring.candidate_logps(model, *zip(*pairs, strict=False), num_candidates, pad_id, device, mask_pad_tokens,
-                                              first_candidate_statistics=membership)
+                out = scoring.candidate_logps(model, *zip(*pairs, strict=False), num_candidates, pad_id, device,
+                                              mask_pad_tokens, first_candidate_statistics=membership)
             else:
                 out = scoring.sequence_logps(model, *zip(*pairs, strict=False), pad_id, device, mask_pad_tokens,
                                              statistics_rows=slice(None, None, num_candidates) if membership else None)
@@ -174,7 +175,8 @@ def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, settings: TOF
                 members.append(torch.stack([scores[name] for name in privacy.ROW_SCORES], dim=1))
         if ref_model is not None:
             with timer("kl"):
-                kl.append(scoring.reference_kl(model, ref_model, *zip(*[eval_set.candidates[i][0] for i in rows], strict=False),
+                kl.append(scoring.reference_kl(model, ref_model,
+                                               *zip(*[eval_set.candidates[i][0] for i in rows], strict=False),
                                                pad_id, device, mask_pad_tokens))
     if generate:
         for rows in batches(indices, order, settings.generation_batch_size or batch_size, progress,

@@ -52,8 +52,8 @@ class TOFUEvaluator(Evaluator):
         if not eval_sets:
             raise ValueError(f"eval_sets is empty: give TOFU evaluation sets by name among {list(SET_NAMES)}.")
         if HOLDOUT in eval_sets and "forget" not in eval_sets:
-            raise ValueError("eval_sets has 'holdout' but no 'forget' set: the privacy metrics compare the forget rows "
-                             "(members) with the holdout rows (non-members); add 'forget'.")
+            raise ValueError("eval_sets has 'holdout' but no 'forget' set: the privacy metrics compare the forget "
+                             "rows (members) with the holdout rows (non-members); add 'forget'.")
         self.processing_class, self.settings = processing_class, settings or TOFUEvalSettings()
         self.sets = {name: TOFUEvalSet(name, rows, processing_class, self.settings)
                      for name, rows in eval_sets.items()}

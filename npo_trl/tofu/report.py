@@ -46,7 +46,8 @@ def best_row(rows: list[dict], finetuned_utility: float) -> dict:
 
 def peak_row(rows: list[dict], finetuned_utility: float) -> dict:
     """The unlearned epoch with the best forget quality whatever the utility, marked `"collapsed"` when its model
-    kept less than `COLLAPSE_FRACTION` of the fine-tuned model's utility (a peak no one should report as forgetting)."""
+    kept less than `COLLAPSE_FRACTION` of the fine-tuned model's utility (a peak no one should report as
+    forgetting)."""
     peak = max(unlearned(rows), key=lambda r: (r[FQ] or 0.0, r[MU] or 0.0))
     return {**peak, "collapsed": collapsed(peak, finetuned_utility)}
 
