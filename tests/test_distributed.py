@@ -60,7 +60,7 @@ def test_ddp_and_zero3_give_the_same_weights_with_separate_or_joint_backward(tmp
     assert sum((a - b).abs().sum().item() for a, b in zip(reference, start, strict=False)) > 1.0  # the weights moved
     for key, params in weights.items():
         for param, expected in zip(params, reference, strict=True):
-            torch.testing.assert_close(param, expected, atol=1e-5, rtol=1e-4, msg=lambda m: f"{key}: {m}")
+            torch.testing.assert_close(param, expected, atol=1e-5, rtol=1e-4, msg=lambda m, key=key: f"{key}: {m}")
 
 
 @pytest.mark.slow
