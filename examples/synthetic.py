@@ -310,7 +310,8 @@ def pm(values: np.ndarray) -> list[float]:
 
 
 def run(args: ScriptArguments) -> dict:
-    """The whole experiment; returns (and writes to args.output_dir) every number the figures and README use."""
+    """The whole experiment; returns (and writes to args.output_dir) every number the figures and
+    docs/synthetic/README.md use."""
     threads = torch.get_num_threads()
     torch.set_num_threads(args.num_threads)
     try:

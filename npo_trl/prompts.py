@@ -4,7 +4,7 @@ One [`PromptFormat`] serves both sides. `format_qa` gives the (prompt, completio
 tokenizes as TRL's DPOTrainer does (plain text: prompt, then completion + EOS; chat: the tokenizer's chat template
 over an optional system turn, a user turn and an assistant turn), and `tokenize_qa` / `generation_prompt_ids` give an
 evaluator exactly those tokens. The named presets of `PROMPT_FORMATS` are the formats TOFU's published models were
-fine-tuned on; the README's table says which model uses which.
+fine-tuned on; docs/guides/prompt-formats.md's table says which model uses which.
 
 Token boundary. The answer's first token is where scoring starts. `"common_prefix"` (the default, TRL's rule) starts
 it where the tokenized prompt and the tokenized prompt+answer diverge, so a prompt ending in a space ("Answer: ")
@@ -62,7 +62,8 @@ class PromptFormat:
 
 
 # The formats TOFU's fine-tuned models were trained on (TOFU's config/model_config.yaml and open-unlearning's
-# configs/model/*.yaml, read at their published commits); see the README for the model → preset table.
+# configs/model/*.yaml, read at their published commits); docs/guides/prompt-formats.md has the model → preset
+# table.
 PROMPT_FORMATS: dict[str, PromptFormat] = {
     # npo-trl's default: the bare question, then " " + the answer.
     "plain": PromptFormat(),

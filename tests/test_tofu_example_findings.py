@@ -19,7 +19,7 @@ REDUCED = ["--num_authors", "40", "--qa_per_author", "10", "--hidden_size", "64"
 
 @pytest.mark.slow
 def test_the_papers_findings_hold_in_every_seed_of_a_reduced_setting(tmp_path):
-    """Findings 1-2 of the offline default (README, "Results over seeds") on a smaller model and data, over two
+    """Findings 1-2 of the offline default (docs/tofu/forget10_seeds/README.md) on a smaller model and data, over two
     unlearning seeds: NPO+RT reaches forget quality ≥ 0.05 while keeping ≥ 0.9× the fine-tuned model's utility at
     some epoch of every seed; GA has lost more than half of it by the end of every seed, and the report's best GA
     epoch is one whose model kept half of it."""

@@ -46,7 +46,8 @@ class TOFUEvalSettings(EvalSettings):
             *Scoring.* Hide every token equal to the pad token inside the text from attention, in scoring and in
             generation, as the reference evaluator's collator does. It matters for a chat model whose pad token is its
             end-of-turn token (Llama-3.x-Instruct with pad = EOS): its turn separators are then invisible to the
-            model. Off by default because it changes what the model sees; the README gives its measured effect.
+            model. Off by default because it changes what the model sees; docs/guides/prompt-formats.md gives its
+            measured effect.
         min_k_fraction (`float`, *optional*, defaults to `0.4`):
             *Scoring.* The k of the Min-K% and Min-K%++ attacks (MUSE's and open-unlearning's 40%).
     """
