@@ -66,8 +66,8 @@ def test_ddp_and_zero3_give_the_same_weights_with_separate_or_joint_backward(tmp
 @pytest.mark.slow
 def test_fsdp2_sharded_weights_evaluate_like_one_process(tmp_path, finetuned_dir):
     """accelerate runs FSDP only on GPU-like devices (docs/guides/distributed.md), so torch's own FSDP2 shards the
-    model here, on 2 CPU processes: TOFU's and the privacy metrics of the sharded model, each process scoring half the rows with
-    synced generation, equal one unsharded process's."""
+    model here, on 2 CPU processes: TOFU's and the privacy metrics of the sharded model, each process scoring half the
+    rows with synced generation, equal one unsharded process's."""
     from helpers import toy_eval_sets
     from npo_trl.eval.privacy import PRIVACY_METRICS
     from npo_trl.tofu.metrics import METRICS
