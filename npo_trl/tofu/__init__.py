@@ -2,7 +2,7 @@
 formulas, its evaluator and its settings (`TOFUEvalSettings`), and `TOFUCallback` for evaluation during training.
 Names are imported on first use."""
 
-import importlib
+from ..lazy import lazy_exports
 
 _EXPORTS = {
     "TOFU_HUB_ID": "data",
@@ -27,13 +27,4 @@ _EXPORTS = {
     "tokenizer_corpus": "experiment_data",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
