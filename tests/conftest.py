@@ -81,3 +81,14 @@ def data_files(tmp_path_factory, forget_ds, retain_ds):
     for path, dataset in zip(paths, (forget_ds, retain_ds), strict=False):
         path.write_text(json.dumps([dict(r) for r in dataset]))
     return paths
+
+
+def pytest_collection_modifyitems(config, items):
+    """Groups for pytest-xdist's two workers (`--dist loadgroup`, pyproject.toml): the tests that launch several
+    processes run one after another on one worker, so that two of them never share the two cores (their ranks wait on
+    each other, and two such runs at once take several times as long); every other test runs with the rest of its
+    file, whose module fixtures are then built once. The slow tests are sent first, so that none starts last."""
+    for item in items:
+        group = "processes" if item.get_closest_marker("processes") else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

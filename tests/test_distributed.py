@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_zero3_on_two_cpu_processes_trains_shards_and_saves(tmp_path, finetuned_dir, data_files):
     run = launch("examples/accelerate_configs/zero3.yaml", 2, tmp_path, finetuned_dir, data_files,
                  "--per_device_train_batch_size", "2", "--max_steps", "3", "--retain_loss", "nll")
@@ -41,6 +42,7 @@ def test_zero3_on_two_cpu_processes_trains_shards_and_saves(tmp_path, finetuned_
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_ddp_and_zero3_give_the_same_weights_with_separate_or_joint_backward(tmp_path, finetuned_dir, data_files):
     """NPO+RT, 2 processes, 2 optimizer steps of 2 accumulated micro-batches, SGD with lr 1 (each weight moves by its
     gradient): DDP and ZeRO-3, with the forget term backpropagated before the retain pass (the default) or one
@@ -64,6 +66,7 @@ def test_ddp_and_zero3_give_the_same_weights_with_separate_or_joint_backward(tmp
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_fsdp2_sharded_weights_evaluate_like_one_process(tmp_path, finetuned_dir):
     """accelerate runs FSDP only on GPU-like devices (docs/guides/distributed.md), so torch's own FSDP2 shards the
     model here, on 2 CPU processes: TOFU's and the privacy metrics of the sharded model, each process scoring half the

@@ -167,6 +167,7 @@ def test_callback_logs_selects_and_refuses(muse, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_two_zero3_processes_give_the_one_process_metrics(muse, tmp_path):
     """MUSECallback on 2 CPU processes under DeepSpeed ZeRO-3 (each generates for and scores half the rows, with
     synced_gpus) logs what 1 process logs, and the retrain statistics computed on 2 processes are 1 process's."""

@@ -84,6 +84,7 @@ def test_nonfinite_rows_are_skipped_and_counted_when_asked(tmp_path, finetuned, 
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_one_process_with_accumulation_matches_two_processes(tmp_path, finetuned_dir, data_files):
     """1 process × gradient accumulation 2 and 2 processes × 1 see the same rows and track the same losses."""
     import subprocess
@@ -111,6 +112,7 @@ def test_one_process_with_accumulation_matches_two_processes(tmp_path, finetuned
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_zero3_checkpoint_resumes_through_deepspeed(tmp_path, finetuned_dir, data_files):
     zero3 = "examples/accelerate_configs/zero3.yaml"
     common = ["--per_device_train_batch_size", "2", "--max_steps", "4", "--retain_loss", "nll"]

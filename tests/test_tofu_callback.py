@@ -108,6 +108,7 @@ def test_misconfigurations_are_refused_before_training(tmp_path, finetuned, toke
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_two_zero3_processes_give_the_one_process_metrics(tmp_path, finetuned_dir):
     """The callback on 2 CPU processes under DeepSpeed ZeRO-3 (each scores half the rows, generation with
     synced_gpus, the reference model a DeepSpeed engine) logs what 1 process logs, privacy metrics included."""

@@ -5,6 +5,7 @@ the findings over seeds: test_tofu_example_findings.py. Its library functions ar
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from unittest.mock import ANY
@@ -73,15 +74,20 @@ def test_a_second_run_skips_finished_stages(tiny_run):
 
 
 @pytest.mark.slow
-def test_zero3_unlearning_stage_on_two_cpu_processes(tiny_run):
-    """The cached stages are reused; one more method is unlearned under ZeRO-3 and evaluated on two processes."""
+@pytest.mark.processes
+def test_zero3_unlearning_stage_on_two_cpu_processes(tiny_run, tmp_path):
+    """The cached stages are reused (in a copy of the run, whatever order the tests run in); one more method is
+    unlearned under ZeRO-3 and evaluated on two processes."""
+    run = shutil.copytree(tiny_run, tmp_path / "run")
     launcher = (sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                 str(ROOT / "examples" / "accelerate_configs" / "zero3.yaml"), "--num_processes", "2",
                 "--mixed_precision", "no", "--main_process_port", "0")
-    run_example(tiny_run, "--methods", "npo+kl", launcher=launcher)
-    rows = [json.loads(line) for line in (tiny_run / "unlearn" / "npo+kl" / "tofu_metrics.jsonl").open()]
+    run_example(run, "--methods", "npo+kl", launcher=launcher)
+    rows = [json.loads(line) for line in (run / "unlearn" / "npo+kl" / "tofu_metrics.jsonl").open()]
     assert len(rows) == 2 and all(math.isfinite(r["tofu/forget_quality"]) for r in rows)
-    assert (tiny_run / "unlearn" / "npo+kl" / "final" / "model.safetensors").exists()
+    assert (run / "unlearn" / "npo+kl" / "final" / "model.safetensors").exists()
+    assert not (run / "full" / "model.safetensors").stat().st_mtime_ns > (tiny_run / "full" / "model.safetensors"
+                                                                          ).stat().st_mtime_ns  # not retrained
 
 
 def test_stage_arguments_that_cannot_run_are_refused(tmp_path):
