@@ -44,12 +44,13 @@ class RobustnessEvaluator(Evaluator):
             (`QuantizeAttack(8)`, `QuantizeAttack(4)`, `RelearnAttack(...)`), with a `name`; or a dict from name to
             such a callable.
         finetuned_metrics (`dict` or `None`, *optional*):
-            The wrapped evaluator's metrics of the fine-tuned model (before unlearning), which recovery is relative
+            The attack evaluator's metrics of the fine-tuned model (before unlearning), which recovery is relative
             to; without them the recovery keys are None.
         attack_evaluator ([`~npo_trl.eval.Evaluator`] or `None`, *optional*):
             The evaluator of the attacked copies, e.g. the benchmark's evaluator on the forget-side sets only (what
-            recovery is about; cheaper). Default: `evaluator`. A relearning attack's copy should be scored on forget
-            rows it did not relearn (`split_forget_rows`).
+            recovery is about; cheaper), on forget rows that a relearning attack does not relearn
+            (`split_forget_rows`). Default: `evaluator`. When given, it also scores the model itself, as
+            `attack/none/<key>`: the unlearned values that recovery starts from.
         progress (`bool`, *optional*, defaults to `False`):
             Show progress bars over the batches.
     """
@@ -62,12 +63,15 @@ class RobustnessEvaluator(Evaluator):
             raise ValueError("attacks is empty: give at least one, e.g. [QuantizeAttack(4)].")
         self.evaluator, self.attacks, self.finetuned_metrics = evaluator, attacks, finetuned_metrics
         self.attack_evaluator = attack_evaluator or evaluator
+        if "none" in attacks:
+            raise ValueError("An attack is named 'none', the name of the unattacked model's keys: rename it.")
         self.name = f"{evaluator.name}_robustness"
         attacked_keys = self.attack_evaluator.metric_names
-        self.metric_names = tuple(evaluator.metric_names) + tuple(
-            key for attack in attacks for key in
-            [f"attack/{attack}/{k}" for k in attacked_keys]
-            + [f"attack/{attack}/recovery/{k}" for k in attacked_keys if is_forget_metric(k)])
+        names = [f"attack/none/{key}" for key in attacked_keys] if self.attack_evaluator is not evaluator else []
+        for attack in attacks:
+            names += [f"attack/{attack}/{key}" for key in attacked_keys]
+            names += [f"attack/{attack}/recovery/{key}" for key in attacked_keys if is_forget_metric(key)]
+        self.metric_names = tuple(evaluator.metric_names) + tuple(names)
         self.higher_is_better, self.lower_is_better = evaluator.higher_is_better, evaluator.lower_is_better
 
     def check_metric(self, metric: str, has_reference_model: bool) -> None:
@@ -86,11 +90,15 @@ class RobustnessEvaluator(Evaluator):
             inner.progress = self.progress
         metrics = self.evaluator.evaluate(model, ref_model, accelerator, gradient_checkpointing_kwargs)
         self.timer.seconds["plain"] = time.perf_counter() - start
+        unlearned = metrics
+        if self.attack_evaluator is not self.evaluator:
+            unlearned = self.attack_evaluator.evaluate(model, None, accelerator, gradient_checkpointing_kwargs)
+            metrics.update({f"attack/none/{key}": value for key, value in unlearned.items()})
         if accelerator is None or accelerator.num_processes == 1:
             with evaluation_model(model, accelerator, gradient_checkpointing_kwargs) as (unwrapped, _):
-                attacked = self._attack_all(unwrapped, metrics)
+                attacked = self._attack_all(unwrapped, unlearned)
         else:
-            attacked = self._attack_on_main_process(model, metrics, accelerator)
+            attacked = self._attack_on_main_process(model, unlearned, accelerator)
         metrics.update(attacked)
         self.timer.seconds["total"] = time.perf_counter() - start
         return metrics

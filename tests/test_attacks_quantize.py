@@ -1,0 +1,45 @@
+"""npo_trl.attacks.quantize: 8- and 4-bit (NF4) copies with bitsandbytes, on this CPU, close to the fp32 model; the
+input model untouched; bad bits and a missing bitsandbytes refused, naming the fix."""
+
+import sys
+
+import pytest
+import torch
+
+from npo_trl.attacks import QuantizeAttack, quantized_copy
+
+
+def _logits(model, tokenizer):
+    batch = tokenizer(["Where does agent 3 live? Agent 3 lives in", "What colour does agent 9 like?"],
+                      return_tensors="pt", padding=True)
+    with torch.no_grad():
+        return model(**batch).logits.float(), batch["attention_mask"].bool()
+
+
+def test_quantized_copies_are_close_to_the_fp32_model_and_leave_it_untouched(finetuned_dir, finetuned, tokenizer):
+    before = {key: value.clone() for key, value in finetuned.state_dict().items()}
+    reference, mask = _logits(finetuned, tokenizer)
+    for bits, source, tolerance in ((8, finetuned_dir, 0.05), (4, finetuned, 0.25)):
+        copy = quantized_copy(source, bits)
+        layer = copy.model.layers[0].self_attn.q_proj
+        assert type(layer).__name__ == ("Linear8bitLt" if bits == 8 else "Linear4bit")
+        logits, _ = _logits(copy, tokenizer)
+        error = (logits - reference)[mask].abs().mean() / reference[mask].abs().mean()
+        assert 0 < error < tolerance, (bits, error)  # quantized (not equal), yet close
+        assert (logits.argmax(-1) == reference.argmax(-1))[mask].float().mean() > 0.8
+        del copy
+    # quantizing the in-memory model changed none of its weights, nor its layers' kind
+    assert all(torch.equal(before[key], value) for key, value in finetuned.state_dict().items())
+    assert isinstance(finetuned.model.layers[0].self_attn.q_proj, torch.nn.Linear)
+    assert finetuned.dtype == torch.float32
+    assert QuantizeAttack(4).name == "quantize4"
+
+
+def test_bad_bits_and_missing_bitsandbytes_are_refused(finetuned_dir, monkeypatch):
+    with pytest.raises(ValueError, match=r"bits=3.*use bits=8 or bits=4"):
+        quantized_copy(finetuned_dir, 3)
+    with pytest.raises(ValueError, match=r"bits=16"):
+        QuantizeAttack(16)
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # what `import bitsandbytes` meets when it is absent
+    with pytest.raises(ImportError, match=r"pip install 'npo-trl\[attacks\]'"):
+        quantized_copy(finetuned_dir, 4)
