@@ -1,7 +1,7 @@
 """Is it really forgotten? Attacks on an unlearned model, as someone holding its weights could run them: relearning
 on part of the forget set (`relearn`) and loading it in 8 or 4 bits (`quantize`); the recovery of each forget metric
-(`recovery`); and `RobustnessEvaluator`, which scores a benchmark's metrics after each attack. Names are imported on
-first use."""
+(`recovery`); `RobustnessEvaluator`, which scores a benchmark's metrics after each attack, and `RobustnessCallback`,
+which runs it at the end of training. Names are imported on first use."""
 
 from ..lazy import lazy_exports
 
@@ -16,6 +16,7 @@ _EXPORTS = {
     "recoveries": "recovery",
     "recovery": "recovery",
     "RobustnessEvaluator": "evaluator",
+    "RobustnessCallback": "callback",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
