@@ -9,24 +9,24 @@ import torch
 from npo_trl.attacks import QuantizeAttack, quantized_copy
 
 
-def _logits(model, tokenizer):
+def _log_probs(model, tokenizer):
     batch = tokenizer(["Where does agent 3 live? Agent 3 lives in", "What colour does agent 9 like?"],
                       return_tensors="pt", padding=True)
     with torch.no_grad():
-        return model(**batch).logits.float(), batch["attention_mask"].bool()
+        return model(**batch).logits.float().log_softmax(-1), batch["attention_mask"].bool()
 
 
 def test_quantized_copies_are_close_to_the_fp32_model_and_leave_it_untouched(finetuned_dir, finetuned, tokenizer):
     before = {key: value.clone() for key, value in finetuned.state_dict().items()}
-    reference, mask = _logits(finetuned, tokenizer)
-    for bits, source, tolerance in ((8, finetuned_dir, 0.05), (4, finetuned, 0.25)):
+    reference, mask = _log_probs(finetuned, tokenizer)
+    # measured on this model: KL ~6e-6 (8 bits), ~2e-4 (4 bits)
+    cases = (8, finetuned_dir, "Linear8bitLt", 1e-3), (4, finetuned, "Linear4bit", 1e-2)  # from a folder, from memory
+    for bits, source, layer_kind, max_kl in cases:
         copy = quantized_copy(source, bits)
-        layer = copy.model.layers[0].self_attn.q_proj
-        assert type(layer).__name__ == ("Linear8bitLt" if bits == 8 else "Linear4bit")
-        logits, _ = _logits(copy, tokenizer)
-        error = (logits - reference)[mask].abs().mean() / reference[mask].abs().mean()
-        assert 0 < error < tolerance, (bits, error)  # quantized (not equal), yet close
-        assert (logits.argmax(-1) == reference.argmax(-1))[mask].float().mean() > 0.8
+        assert type(copy.model.layers[0].self_attn.q_proj).__name__ == layer_kind
+        log_probs, _ = _log_probs(copy, tokenizer)
+        kl = (reference.exp() * (reference - log_probs)).sum(-1)[mask].mean()
+        assert 0 < kl < max_kl, (bits, kl)  # quantized (not equal), yet close
         del copy
     # quantizing the in-memory model changed none of its weights, nor its layers' kind
     assert all(torch.equal(before[key], value) for key, value in finetuned.state_dict().items())

@@ -1,6 +1,6 @@
 """Is it really forgotten? Attacks on an unlearned model, as someone holding its weights could run them: relearning
 on part of the forget set (`relearn`) and loading it in 8 or 4 bits (`quantize`); the recovery of each forget metric
-(`recovery`); `RobustnessEvaluator`, which scores a benchmark's metrics after each attack, and `RobustnessCallback`,
+(`metrics`); `RobustnessEvaluator`, which scores a benchmark's metrics after each attack, and `RobustnessCallback`,
 which runs it at the end of training. Names are imported on first use."""
 
 from ..lazy import lazy_exports
@@ -12,9 +12,9 @@ _EXPORTS = {
     "RelearnAttack": "relearn",
     "relearn_copy": "relearn",
     "split_forget_rows": "relearn",
-    "is_forget_metric": "recovery",
-    "recoveries": "recovery",
-    "recovery": "recovery",
+    "is_forget_metric": "metrics",
+    "recoveries": "metrics",
+    "recovery": "metrics",
     "RobustnessEvaluator": "evaluator",
     "RobustnessCallback": "callback",
 }

@@ -11,7 +11,7 @@ import torch
 
 from ..eval.evaluator import Evaluator
 from ..eval.runner import evaluation_model
-from .recovery import is_forget_metric, recoveries
+from .metrics import is_forget_metric, recoveries
 
 
 class RobustnessEvaluator(Evaluator):
@@ -19,7 +19,7 @@ class RobustnessEvaluator(Evaluator):
     Wraps a benchmark's [`~npo_trl.eval.Evaluator`] (e.g. [`~npo_trl.tofu.TOFUEvaluator`],
     [`~npo_trl.muse.MUSEEvaluator`]): `evaluate(model)` returns the wrapped evaluator's metrics of `model`, and for
     each attack the metrics of an attacked copy as `attack/<attack>/<key>` and, for each forget metric
-    (`npo_trl.attacks.recovery.is_forget_metric`), its recovery as `attack/<attack>/recovery/<key>`:
+    (`npo_trl.attacks.metrics.is_forget_metric`), its recovery as `attack/<attack>/recovery/<key>`:
     (attacked − unlearned) / (fine-tuned − unlearned), 0 when nothing comes back, 1 when all does (None without
     `finetuned_metrics`, or where unlearning did not move the metric). The attacked copies are scored without a
     reference model, so the metrics that compare with it (e.g. `tofu/forget_kl`) are None.

@@ -4,6 +4,7 @@ may load it. When unlearning moved the weights less than the quantization step, 
 back to the fine-tuned one and what it forgot returns."""
 
 import contextlib
+import logging
 import os
 import tempfile
 
@@ -49,11 +50,27 @@ def quantized_copy(model_or_path, bits: int, dtype: torch.dtype = torch.float32,
     if hasattr(model_or_path, "peft_config"):
         raise ValueError("quantized_copy got a PEFT model: merge its adapters into a copy first "
                          "(`copy.deepcopy(model).merge_and_unload()`) or pass the folder of a merged model.")
+    if bits == 8:
+        _quiet_cast_notice()
     device = PartialState().device if device is None else torch.device(device)
     kwargs = {"dtype": dtype, "device_map": {"": device}, **from_pretrained_kwargs, "quantization_config": config}
     with _saved(model_or_path) as path:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     return model.eval()
+
+
+class _DropCastNotice(logging.Filter):
+    """Drops bitsandbytes' notice that an 8-bit layer casts float32 inputs to float16, logged at every call of every
+    layer (an evaluation would print it thousands of times); its other messages pass."""
+
+    def filter(self, record):
+        return "inputs will be cast from" not in record.getMessage()
+
+
+def _quiet_cast_notice():
+    log = logging.getLogger("bitsandbytes.autograd._functions")
+    if not any(isinstance(f, _DropCastNotice) for f in log.filters):
+        log.addFilter(_DropCastNotice())
 
 
 @contextlib.contextmanager

@@ -104,7 +104,7 @@ def relearn_copy(model, tokenizer, rows, steps: int = RELEARN_STEPS, learning_ra
     if len(dataset) == 0 or not {"prompt", "completion"} <= set(dataset.column_names):
         raise ValueError(f"rows ({len(dataset)} rows, columns {dataset.column_names}) must be non-empty prompt/"
                          "completion rows: convert TOFU rows with npo_trl.tofu.to_prompt_completion.")
-    copied = model if isinstance(model, (str, os.PathLike)) else copy.deepcopy(model)
+    copied = os.fspath(model) if isinstance(model, (str, os.PathLike)) else copy.deepcopy(model)
     with tempfile.TemporaryDirectory(prefix="npo_trl_relearn_") as output_dir:
         config = SFTConfig(**{
             "output_dir": output_dir, "max_steps": steps, "learning_rate": learning_rate,
@@ -113,9 +113,10 @@ def relearn_copy(model, tokenizer, rows, steps: int = RELEARN_STEPS, learning_ra
             "activation_checkpointing": False, "save_strategy": "no", "report_to": "none", "logging_steps": steps,
             "disable_tqdm": True, "model_init_kwargs": {"dtype": "float32"} if isinstance(copied, str) else None,
             **sft_kwargs})
-        trainer = SFTTrainer(str(copied) if isinstance(copied, os.PathLike) else copied, args=config,
-                             train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
-        trainer.train()
+        trainer = SFTTrainer(copied, args=config, train_dataset=dataset, processing_class=tokenizer,
+                             peft_config=peft_config)
+        with torch.enable_grad():  # also when called inside an evaluation
+            trainer.train()
         relearned = trainer.accelerator.unwrap_model(trainer.model)
         del trainer, copied
     if peft_config is not None:

@@ -1,4 +1,4 @@
-"""npo_trl.attacks.recovery: the recovery formula on hand values, its refusal, and its use over metric dicts."""
+"""npo_trl.attacks.metrics: the recovery formula on hand values, its refusal, and its use over metric dicts."""
 
 import subprocess
 import sys
