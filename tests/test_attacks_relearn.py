@@ -18,18 +18,18 @@ def test_split_is_seeded_disjoint_and_grouped():
     rows = toy_qa(0, 10)  # 10 agents, 2 questions each
     relearn, evaluate = split_forget_rows(rows, seed=3, group_key=agent)
     assert isinstance(relearn, Dataset) and len(relearn) == len(evaluate) == 10
-    assert not set(relearn["prompt"]) & set(evaluate["prompt"])
-    assert sorted(relearn["prompt"] + evaluate["prompt"]) == sorted(rows["prompt"])
+    prompts = list(relearn["prompt"]), list(evaluate["prompt"])
+    assert not set(prompts[0]) & set(prompts[1])
+    assert sorted(prompts[0] + prompts[1]) == sorted(rows["prompt"])
     # grouped: every agent has one question in each part
-    names = [{p.split()[-2] for p in part["prompt"]} for part in (relearn, evaluate)]
-    assert names[0] == names[1] == {str(i) for i in range(10)}
+    assert [{p.split()[-2] for p in part} for part in prompts] == [{str(i) for i in range(10)}] * 2
     # seeded: the same seed gives the same split, another seed another one
-    assert split_forget_rows(rows, seed=3, group_key=agent)[0]["prompt"] == relearn["prompt"]
-    assert any(split_forget_rows(rows, seed=s, group_key=agent)[0]["prompt"] != relearn["prompt"] for s in range(4))
+    assert list(split_forget_rows(rows, seed=3, group_key=agent)[0]["prompt"]) == prompts[0]
+    assert any(list(split_forget_rows(rows, seed=s, group_key=agent)[0]["prompt"]) != prompts[0] for s in range(4))
     # a column as the group, lists in, lists out; ungrouped: about `fraction` of the rows
     listed = [{**row, "agent": i // 2} for i, row in enumerate(rows)]
     by_column = split_forget_rows(listed, seed=3, group_key="agent")
-    assert [row["prompt"] for row in by_column[0]] == relearn["prompt"]
+    assert [row["prompt"] for row in by_column[0]] == prompts[0]
     assert [len(part) for part in split_forget_rows(listed, fraction=0.25)] == [5, 15]
 
 
@@ -66,7 +66,8 @@ def test_relearning_brings_held_out_forget_rows_back_and_leaves_the_input_model(
 
     relearned = relearn_copy(finetuned, tokenizer, relearn_rows, steps=10, learning_rate=1e-3)
     assert relearned is not finetuned and not relearned.training
-    assert completion_logprob(relearned, tokenizer, held_out) > unlearned + 1.0
+    after = completion_logprob(relearned, tokenizer, held_out)
+    assert after > unlearned + 1.0, (unlearned, after)  # measured: -6.5 -> -0.7 nats per token
     assert all(torch.equal(before[key], value) for key, value in finetuned.state_dict().items())
 
     attack = RelearnAttack(tokenizer, relearn_rows, steps=2, learning_rate=1e-3, name="relearn_benign")

@@ -111,6 +111,7 @@ def relearn_copy(model, tokenizer, rows, steps: int = RELEARN_STEPS, learning_ra
             "lr_scheduler_type": "constant", "warmup_steps": 0, "per_device_train_batch_size": batch_size,
             "gradient_accumulation_steps": 1, "seed": seed, "bf16": False, "fp16": False,
             "activation_checkpointing": False, "save_strategy": "no", "report_to": "none", "logging_steps": steps,
+            "dataloader_pin_memory": torch.accelerator.is_available(),
             "disable_tqdm": True, "model_init_kwargs": {"dtype": "float32"} if isinstance(copied, str) else None,
             **sft_kwargs})
         trainer = SFTTrainer(copied, args=config, train_dataset=dataset, processing_class=tokenizer,
