@@ -1,10 +1,12 @@
 """npo_trl.attacks.quantize: 8- and 4-bit (NF4) copies with bitsandbytes, on this CPU, close to the fp32 model; the
-input model untouched; bad bits and a missing bitsandbytes refused, naming the fix."""
+input model untouched; bad bits, a PEFT model and a missing bitsandbytes refused, naming the fix."""
 
 import sys
 
 import pytest
 import torch
+from peft import LoraConfig, get_peft_model
+from transformers import LlamaForCausalLM
 
 from npo_trl.attacks import QuantizeAttack, quantized_copy
 
@@ -40,6 +42,9 @@ def test_bad_bits_and_missing_bitsandbytes_are_refused(finetuned_dir, monkeypatc
         quantized_copy(finetuned_dir, 3)
     with pytest.raises(ValueError, match=r"bits=16"):
         QuantizeAttack(16)
+    peft_model = get_peft_model(LlamaForCausalLM.from_pretrained(finetuned_dir), LoraConfig(target_modules=["q_proj"]))
+    with pytest.raises(ValueError, match=r"PEFT model: merge its adapters.*merge_and_unload"):
+        quantized_copy(peft_model, 4)
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # what `import bitsandbytes` meets when it is absent
     with pytest.raises(ImportError, match=r"pip install 'npo-trl\[attacks\]'"):
         quantized_copy(finetuned_dir, 4)

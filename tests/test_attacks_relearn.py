@@ -4,6 +4,7 @@ copy of an unlearned tiny model on one part brings the other part back, and leav
 import pytest
 import torch
 from datasets import Dataset
+from transformers import LlamaForCausalLM
 
 from helpers import fine_tune, toy_qa
 from npo_trl.attacks import RelearnAttack, relearn_copy, split_forget_rows
@@ -70,9 +71,18 @@ def test_relearning_brings_held_out_forget_rows_back_and_leaves_the_input_model(
     assert after > unlearned + 1.0, (unlearned, after)  # measured: -6.5 -> -0.7 nats per token
     assert all(torch.equal(before[key], value) for key, value in finetuned.state_dict().items())
 
-    attack = RelearnAttack(tokenizer, relearn_rows, steps=2, learning_rate=1e-3, name="relearn_benign")
-    assert attack.name == "relearn_benign" and attack(finetuned) is not finetuned
-    assert all(torch.equal(before[key], value) for key, value in finetuned.state_dict().items())
+
+
+def test_relearning_lora_adapters_from_a_saved_model_gives_a_merged_copy(finetuned_dir, tokenizer, forget_ds):
+    from peft import LoraConfig
+
+    attack = RelearnAttack(tokenizer, forget_ds, steps=2, learning_rate=1e-3, name="relearn_lora",
+                           peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    relearned = attack(finetuned_dir)
+    assert attack.name == "relearn_lora" and type(relearned) is LlamaForCausalLM  # adapters merged
+    saved = LlamaForCausalLM.from_pretrained(finetuned_dir).state_dict()
+    changed = [key for key, value in relearned.state_dict().items() if not torch.equal(saved[key], value)]
+    assert changed and all("q_proj" in key or "v_proj" in key for key in changed)
 
 
 def test_relearn_refusals(finetuned, tokenizer, forget_ds):
