@@ -2,6 +2,7 @@
 recoveries under its keys, the unlearned values on the attack evaluator's rows, and its refusals."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 
@@ -49,3 +50,7 @@ def test_robustness_evaluator_refusals(tokenizer):
     with pytest.raises(ValueError, match="select by a benchmark metric"):
         robust.check_metric("attack/quantize4/tofu/forget_prob", has_reference_model=False)
     robust.check_metric("tofu/forget_prob", has_reference_model=False)
+    # under several processes relearning is refused at once, before any evaluation
+    robust = RobustnessEvaluator(evaluator, [QuantizeAttack(4), RelearnAttack(tokenizer, toy_qa(0, 1))])
+    with pytest.raises(ValueError, match=r"\['relearn'\] cannot run under 2 processes.*run them on one process"):
+        robust.evaluate(None, accelerator=SimpleNamespace(num_processes=2))

@@ -84,6 +84,13 @@ class RobustnessEvaluator(Evaluator):
                  ) -> dict[str, float | None]:
         """The wrapped evaluator's metrics of `model` and, for each attack, its copy's metrics and recoveries, the
         same on every process (see the class docstring for several processes)."""
+        several = accelerator is not None and accelerator.num_processes > 1
+        refused = [name for name, attack in self.attacks.items()
+                   if several and not getattr(attack, "runs_under_several_processes", False)]
+        if refused:
+            raise ValueError(f"The attacks {refused} cannot run under {accelerator.num_processes} processes (each "
+                             "trains a copy with a trainer of its own): run them on one process, on the saved model "
+                             "(e.g. after training), or keep only the quantization attacks here.")
         self.timer.reset()
         start = time.perf_counter()
         for inner in (self.evaluator, self.attack_evaluator):
@@ -94,7 +101,7 @@ class RobustnessEvaluator(Evaluator):
         if self.attack_evaluator is not self.evaluator:
             unlearned = self.attack_evaluator.evaluate(model, None, accelerator, gradient_checkpointing_kwargs)
             metrics.update({f"attack/none/{key}": value for key, value in unlearned.items()})
-        if accelerator is None or accelerator.num_processes == 1:
+        if not several:
             with evaluation_model(model, accelerator, gradient_checkpointing_kwargs) as (unwrapped, _):
                 attacked = self._attack_all(unwrapped, unlearned)
         else:
@@ -128,12 +135,6 @@ class RobustnessEvaluator(Evaluator):
         from accelerate.utils import broadcast_object_list
         from trl.models.utils import unwrap_model_for_generation
 
-        refused = [name for name, attack in self.attacks.items()
-                   if not getattr(attack, "runs_under_several_processes", False)]
-        if refused:
-            raise ValueError(f"The attacks {refused} cannot run under {accelerator.num_processes} processes (each "
-                             "trains a copy with a trainer of its own): run them on one process, on the saved model "
-                             "(e.g. after training), or keep only the quantization attacks here.")
         folder = tempfile.mkdtemp(prefix="npo_trl_attack_") if accelerator.is_main_process else None
         try:
             with unwrap_model_for_generation(model, accelerator, gather_deepspeed3_params=True) as unwrapped:
