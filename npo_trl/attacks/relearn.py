@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-# The papers relearn 7B models for a few tens of steps at the order of their fine-tuning learning rate (TOFU
-# fine-tunes Llama-2-7B at 1e-5): these defaults; a smaller model (the offline tiny default) needs the learning rate it
-# was fine-tuned at, e.g. its `finetune_learning_rate`.
+# The papers relearn 7B models briefly (tens of steps, or a few epochs over a small relearn set) at learning rates of
+# the order of their fine-tuning's; these defaults keep that order: 20 steps at 1e-5, TOFU's fine-tuning learning rate
+# for Llama-2-7B. A smaller model (the offline tiny default) needs the learning rate it was fine-tuned at.
 RELEARN_STEPS = 20
 RELEARN_LEARNING_RATE = 1e-5
 RELEARN_FRACTION = 0.5
@@ -85,10 +85,10 @@ def relearn_copy(model, tokenizer, rows, steps: int = RELEARN_STEPS, learning_ra
     many epochs as `steps` need, in float32, without activation checkpointing; `peft_config` relearns LoRA adapters
     instead of all the weights (they are merged into the returned copy). `sft_kwargs` override `SFTConfig`'s fields.
 
-    Defaults (`RELEARN_STEPS`, `RELEARN_LEARNING_RATE`): a few tens of steps at the order of the model's fine-tuning
-    learning rate, as Hu et al. 2024 (arXiv 2406.13356) and Fan et al. 2025 (arXiv 2502.05374) relearn 7B models;
-    1e-5 is TOFU's fine-tuning rate of Llama-2-7B. Scale the learning rate to the model: a tiny model fine-tuned at
-    1e-3 relearns at 1e-3.
+    Defaults (`RELEARN_STEPS` = 20, `RELEARN_LEARNING_RATE` = 1e-5): Hu et al. 2024 (arXiv 2406.13356) and Fan et
+    al. 2025 (arXiv 2502.05374) relearn 7B models briefly, at learning rates of the order of their fine-tuning's; 1e-5
+    is TOFU's fine-tuning learning rate for Llama-2-7B. Scale the learning rate to the model: a tiny model fine-tuned
+    at 1e-3 relearns at 1e-3 (the tests relearn one in 10 steps).
 
     The trainer runs on this process alone: call it outside a multi-process launch (`RobustnessEvaluator` refuses it
     under several processes).
