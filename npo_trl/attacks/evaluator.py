@@ -26,7 +26,8 @@ class RobustnessEvaluator(Evaluator):
 
     The input model is never changed; one attacked copy exists at a time, freed after its evaluation. `timer.seconds`
     holds the plain evaluation's seconds (`"plain"`), each attack's (`"attack/<attack>"`) and its evaluation's
-    (`"attack/<attack>/evaluate"`), and `"total"`. Its `name` is `<benchmark>_robustness`, so that
+    (`"attack/<attack>/evaluate"`), each baseline's attack and evaluation (`"attack/<attack>/<baseline>"`, at the
+    first evaluation only), and `"total"`. Its `name` is `<benchmark>_robustness`, so that
     `UnlearningEvalCallback(RobustnessEvaluator(...))` writes `<benchmark>_robustness_metrics.jsonl` beside the
     benchmark callback's file.
 
@@ -51,12 +52,18 @@ class RobustnessEvaluator(Evaluator):
             recovery is about; cheaper), on forget rows that a relearning attack does not relearn
             (`split_forget_rows`). Default: `evaluator`. When given, it also scores the model itself, as
             `attack/none/<key>`: the unlearned values that recovery starts from.
+        baselines (`dict` or `None`, *optional*):
+            Models under the same attacks, by name, each a model or a saved model's folder, reported as
+            `attack/<attack>/<baseline>/<key>`: the retain model (never trained on the forget set: relearning teaches
+            it too, so an attack leaks only where the unlearned model recovers more) and the fine-tuned model, e.g.
+            `{"retain": retain_dir, "finetuned": finetuned_dir}`. They do not change during training: each is
+            attacked and scored once, at the first evaluation, and its metrics are reused.
         progress (`bool`, *optional*, defaults to `False`):
             Show progress bars over the batches.
     """
 
     def __init__(self, evaluator: Evaluator, attacks, finetuned_metrics: dict | None = None,
-                 attack_evaluator: Evaluator | None = None, progress: bool = False):
+                 attack_evaluator: Evaluator | None = None, baselines: dict | None = None, progress: bool = False):
         super().__init__(progress)
         attacks = dict(attacks) if isinstance(attacks, dict) else {attack.name: attack for attack in attacks}
         if not attacks:
@@ -65,12 +72,16 @@ class RobustnessEvaluator(Evaluator):
         self.attack_evaluator = attack_evaluator or evaluator
         if "none" in attacks:
             raise ValueError("An attack is named 'none', the name of the unattacked model's keys: rename it.")
+        self.baselines, self._baseline_metrics = dict(baselines or {}), None
+        if "recovery" in self.baselines:
+            raise ValueError("A baseline is named 'recovery', the name of the recovery keys: rename it.")
         self.name = f"{evaluator.name}_robustness"
         attacked_keys = self.attack_evaluator.metric_names
         names = [f"attack/none/{key}" for key in attacked_keys] if self.attack_evaluator is not evaluator else []
         for attack in attacks:
             names += [f"attack/{attack}/{key}" for key in attacked_keys]
             names += [f"attack/{attack}/recovery/{key}" for key in attacked_keys if is_forget_metric(key)]
+            names += [f"attack/{attack}/{baseline}/{key}" for baseline in self.baselines for key in attacked_keys]
         self.metric_names = tuple(evaluator.metric_names) + tuple(names)
         self.higher_is_better, self.lower_is_better = evaluator.higher_is_better, evaluator.lower_is_better
 
@@ -128,6 +139,22 @@ class RobustnessEvaluator(Evaluator):
             found = recoveries(attacked, unlearned, self.finetuned_metrics) if self.finetuned_metrics else \
                 dict.fromkeys(key for key in attacked if is_forget_metric(key))
             out.update({f"attack/{name}/recovery/{key}": value for key, value in found.items()})
+        if self._baseline_metrics is None:
+            self._baseline_metrics = self._attack_baselines()
+        return {**out, **self._baseline_metrics}
+
+    def _attack_baselines(self) -> dict[str, float | None]:
+        """Every attack's metrics of every baseline model, on this process alone; one attacked copy at a time."""
+        out = {}
+        for baseline, model_or_path in self.baselines.items():
+            for name, attack in self.attacks.items():
+                start = time.perf_counter()
+                attacked_model = attack(model_or_path)
+                attacked = self.attack_evaluator.evaluate(attacked_model)
+                self.timer.seconds[f"attack/{name}/{baseline}"] = time.perf_counter() - start
+                del attacked_model
+                gc.collect()
+                out.update({f"attack/{name}/{baseline}/{key}": value for key, value in attacked.items()})
         return out
 
     def _attack_on_main_process(self, model, unlearned: dict, accelerator) -> dict[str, float | None]:
