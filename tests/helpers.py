@@ -56,8 +56,9 @@ def tiny_llama(vocab_size: int, seed: int = 0, hidden: int = 64, layers: int = 2
     return LlamaForCausalLM(config)
 
 
-def fine_tune(model, tokenizer, dataset: Dataset, steps: int = 150, lr: float = 3e-3) -> None:
-    """Plain next-token training on prompt+completion so the tiny model has something to forget."""
+def fine_tune(model, tokenizer, dataset: Dataset, steps: int = 150, lr: float = 3e-3, ascent: bool = False) -> None:
+    """Plain next-token training on prompt+completion so the tiny model has something to forget (with `ascent`,
+    gradient ascent: a crude unlearning, for the attacks' tests)."""
     texts = [p + c + tokenizer.eos_token for p, c in zip(dataset["prompt"], dataset["completion"], strict=False)]
     batch = tokenizer(texts, return_tensors="pt", padding=True)
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
@@ -65,7 +66,7 @@ def fine_tune(model, tokenizer, dataset: Dataset, steps: int = 150, lr: float = 
     model.train()
     for _ in range(steps):
         loss = model(**batch, labels=labels).loss
-        loss.backward()
+        (-loss if ascent else loss).backward()
         optimizer.step()
         optimizer.zero_grad()
     model.eval()
