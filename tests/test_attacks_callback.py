@@ -45,6 +45,7 @@ def test_callback_logs_the_attacks_at_the_end_of_training(tmp_path, finetuned_di
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_two_zero3_processes_quantize_on_the_main_process_and_share_its_metrics(tmp_path, finetuned_dir):
     sets_path = tmp_path / "sets.json"
     sets_path.write_text(json.dumps({"forget": toy_eval_sets()["forget"]}))
