@@ -87,10 +87,11 @@ def pytest_collection_modifyitems(config, items):
     """Groups for pytest-xdist's two workers (`--dist loadgroup`, pyproject.toml): the tests that launch several
     processes run one after another on one worker, so that two of them never share the two cores (their ranks wait on
     each other, and two such runs at once take several times as long), together with the rest of their files, whose
-    module fixtures are then built once; every other test runs with the rest of its file. The slow tests are sent
-    first, so that none starts last."""
+    module fixtures are then built once; every other test runs with the rest of its file. The files with slow
+    tests are sent first, so that none starts last."""
     launching = {item.module.__name__ for item in items if item.get_closest_marker("processes")}
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
     for item in items:
         group = "processes" if item.module.__name__ in launching else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    items.sort(key=lambda item: item.module.__name__ not in slow)  # a file's tests stay together, in their order
