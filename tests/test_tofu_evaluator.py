@@ -116,3 +116,12 @@ def test_privacy_metrics_tell_trained_rows_from_unseen_ones_and_a_retain_model_c
     assert trained["privacy/forget_exact_memorization"] > 0.9
     assert trained["privacy/holdout_exact_memorization"] < trained["privacy/forget_exact_memorization"] - 0.2
     assert trained["privacy/forget_extraction_strength"] > 0.9
+
+
+def test_a_generation_length_left_unset_is_refused(tokenizer):
+    """`max_new_tokens=None` is what the examples' parser gives when the flag is not set (the example resolves it); an
+    evaluator never takes it for some default length."""
+    from helpers import toy_eval_sets
+
+    with pytest.raises(ValueError, match=r"settings.max_new_tokens is None: .*TOFUEvalSettings\(max_new_tokens=200\)"):
+        TOFUEvaluator(tokenizer, toy_eval_sets(), settings=TOFUEvalSettings(max_new_tokens=None))

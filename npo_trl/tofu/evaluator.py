@@ -55,6 +55,9 @@ class TOFUEvaluator(Evaluator):
             raise ValueError("eval_sets has 'holdout' but no 'forget' set: the privacy metrics compare the forget "
                              "rows (members) with the holdout rows (non-members); add 'forget'.")
         self.processing_class, self.settings = processing_class, settings or TOFUEvalSettings()
+        if self.settings.max_new_tokens is None:  # a parser's "not given" (the examples resolve it): never a default
+            raise ValueError("settings.max_new_tokens is None: set the length limit of the generated answers, e.g. "
+                             "TOFUEvalSettings(max_new_tokens=200) (TOFU's).")
         self.sets = {name: TOFUEvalSet(name, rows, processing_class, self.settings)
                      for name, rows in eval_sets.items()}
         if isinstance(reference_stats, (str, os.PathLike)):
