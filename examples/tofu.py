@@ -12,7 +12,10 @@ Stages, each saved under --output_dir and skipped when done (a crashed run resum
 `full/` (the base fine-tuned on every author; --finetuned_model skips it), `retain/` (on the retain split alone) and
 its statistics `retain_stats.json` (or --retain_model's, or --reference_stats' published log), `unlearn/<method>/`
 (each of --methods, TOFU's metrics every epoch; with --seeds 0 1 2, `unlearn/<method>/seed<k>/`), then the report:
-`results.csv`, `results.json`, `fig5_tradeoff.png`, `fig6_per_epoch.png`, `fig_privacy.png` and `samples.json`.
+`results.csv`, `results.json`, `fig5_tradeoff.png`, `fig6_per_epoch.png`, `fig_privacy.png` and `samples.json`; with
+--attacks (default: relearning and 8- and 4-bit quantization), each unlearned model attacked
+(`unlearn/<method>/robustness.json`, and the retain and fine-tuned models under the same attacks), then
+`attacks.csv`, `attacks.json`, `fig_attacks.png` and the attack table (`npo_trl.attacks`).
 
 Evaluation flags are `TOFUEvalSettings`' (--prompt_format, which the training rows share, --batch_size, --max_samples,
 ...). Models load with trl.ModelConfig's --dtype, --attn_implementation, --model_revision; the unlearning stage also
@@ -29,6 +32,9 @@ from transformers import AutoTokenizer
 from trl import ModelConfig, TrlParser
 
 from npo_trl import NPOConfig
+from npo_trl.attacks.arguments import AttackArguments
+from npo_trl.attacks.report import format_attack_table, write_attack_report
+from npo_trl.attacks.stage import attack_stage
 from npo_trl.models import model_init_kwargs, outside_zero3
 from npo_trl.stages import (
     TinyLlamaArguments,
@@ -55,6 +61,7 @@ from npo_trl.tofu import (
 )
 from npo_trl.tofu.metrics import EVAL_SETS, forget_quality
 from npo_trl.tofu.report import format_summary, read_metrics, write_report
+from npo_trl.tofu.robustness import tofu_robustness_evaluator
 from npo_trl.tofu.stages import retain_model_stats, sample_answers, tofu_unlearning_stage
 
 
@@ -201,16 +208,34 @@ def report(script_args, settings, args, model_args, eval_sets, full_path, sanity
     return summary
 
 
+ATTACK_KEYS = ["tofu/forget_prob", "tofu/forget_rouge", "tofu/forget_truth_ratio", "tofu/forget_quality"]
+
+
+def attacks(script_args, attack_args, settings, args, model_args, eval_sets, splits, full_path, tokenizer) -> dict:
+    """Stage 5: every unlearned model, and the retain and fine-tuned models, under --attacks, scored on the forget rows
+    that relearning does not train on (`npo_trl.tofu.robustness`); attacks.csv/json, fig_attacks.png."""
+    retain = script_args.retain_model or os.path.join(args.output_dir, "retain")  # none with --reference_stats
+    robustness = tofu_robustness_evaluator(
+        tokenizer, eval_sets["forget"], attack_args, settings, retain_model=None if script_args.reference_stats
+        else retain, finetuned_model=full_path, retain_rows=splits["retain"], qa_per_author=script_args.qa_per_author,
+        model_args=model_args, cache_dir=args.output_dir)
+    models = {method: {seed: os.path.join(unlearn_path(script_args, args, method, seed), "final")
+                       for seed in script_args.seeds or [args.seed]} for method in script_args.methods}
+    results = attack_stage(robustness, models, model_args)
+    return write_attack_report(args.output_dir, results, attack_args.attack_names(), ATTACK_KEYS,
+                               f"TOFU {script_args.forget_split}")
+
+
 def main(script_args: TOFUScriptArguments, tiny_args: TinyLlamaArguments, settings: TOFUEvalSettings,
-         args: NPOConfig, model_args: ModelConfig | None = None) -> dict | None:
+         attack_args: AttackArguments, args: NPOConfig, model_args: ModelConfig | None = None) -> dict | None:
     model_args = model_args or ModelConfig()
     check_arguments(script_args, args, model_args)
     built_in = model_args.model_name_or_path is None and script_args.finetuned_model is None
     settings = dataclasses.replace(  # this run's defaults: short answers on synthetic data, wide tiny-model batches
         settings, max_new_tokens=settings.max_new_tokens or (48 if script_args.dataset == "synthetic" else 200),
         generation_batch_size=settings.generation_batch_size or settings.batch_size * (7 if built_in else 1))
-    save_arguments(args.output_dir, script=script_args, tiny_model=tiny_args, settings=settings, training=args,
-                   model=model_args)
+    save_arguments(args.output_dir, script=script_args, tiny_model=tiny_args, settings=settings, attacks=attack_args,
+                   training=args, model=model_args)
     splits = load_splits(script_args.dataset, script_args.forget_split, num_authors=script_args.num_authors,
                          qa_per_author=script_args.qa_per_author, holdout=script_args.privacy)
     eval_sets = evaluation_sets(splits)
@@ -234,7 +259,14 @@ def main(script_args: TOFUScriptArguments, tiny_args: TinyLlamaArguments, settin
     if PartialState().is_main_process:
         with outside_zero3(args):
             summary = report(script_args, settings, args, model_args, eval_sets, full_path, sanity, stats)
+            if attack_args.attacks:
+                summary["attacks"] = attacks(script_args, attack_args, settings, args, model_args, eval_sets, splits,
+                                             full_path, tokenizer)
+                with open(os.path.join(args.output_dir, "results.json"), "w") as f:
+                    json.dump(summary, f, indent=1)
         print(format_summary(summary))
+        if attack_args.attacks:
+            print(format_attack_table(summary["attacks"], ATTACK_KEYS[0]))
         return summary
 
 
@@ -242,9 +274,11 @@ def make_parser() -> TrlParser:
     """The experiment's arguments, with the defaults of its offline run (the built-in tiny model on a CPU;
     examples/configs/tofu_llama2.yaml sets the paper's). --max_new_tokens defaults to 48 on the synthetic data, whose
     answers are short, else TOFU's 200."""
-    return experiment_parser((TOFUScriptArguments, TinyLlamaArguments, TOFUEvalSettings, NPOConfig, ModelConfig),
-                             output_dir="results/tofu", num_train_epochs=15, learning_rate=3e-4,
-                             per_device_train_batch_size=32, max_length=128, batch_size=32, max_new_tokens=None)
+    return experiment_parser((TOFUScriptArguments, TinyLlamaArguments, TOFUEvalSettings, AttackArguments, NPOConfig,
+                              ModelConfig), output_dir="results/tofu", num_train_epochs=15, learning_rate=3e-4,
+                             per_device_train_batch_size=32, max_length=128, batch_size=32, max_new_tokens=None,
+                             attacks=["relearn", "quantize8", "quantize4"], relearn_steps=[10],
+                             relearn_learning_rate=1e-3)
 
 
 if __name__ == "__main__":

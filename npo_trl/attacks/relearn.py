@@ -80,8 +80,9 @@ def relearn_copy(model, tokenizer, rows, steps: int = RELEARN_STEPS, learning_ra
 
     `model` is a model in memory (deep-copied: one extra copy, which the caller frees by dropping the result) or a
     saved model's folder (loaded by the trainer). `rows` are prompt/completion rows (a `Dataset` or a list of dicts)
-    in the evaluation's prompt format, e.g. `npo_trl.tofu.to_prompt_completion` of a `split_forget_rows` relearn part;
-    the loss is on the completion, as TRL does for such rows. Batches of `batch_size` rows, cycled over `rows` for as
+    in the evaluation's prompt format, e.g. `npo_trl.tofu.to_prompt_completion` of a `split_forget_rows` relearn part
+    (the loss is on the completion, as TRL does for such rows), or text rows (`text`: raw documents such as MUSE's,
+    every token trained on). Batches of `batch_size` rows, cycled over `rows` for as
     many epochs as `steps` need, in float32, without activation checkpointing; `peft_config` relearns LoRA adapters
     instead of all the weights (they are merged into the returned copy). `sft_kwargs` override `SFTConfig`'s fields.
 
@@ -101,9 +102,11 @@ def relearn_copy(model, tokenizer, rows, steps: int = RELEARN_STEPS, learning_ra
         raise ValueError(f"learning_rate={learning_rate!r}: use a positive learning rate, e.g. the model's "
                          "fine-tuning learning rate.")
     dataset = rows if isinstance(rows, Dataset) else Dataset.from_list(list(rows))
-    if len(dataset) == 0 or not {"prompt", "completion"} <= set(dataset.column_names):
+    if len(dataset) == 0 or not ({"prompt", "completion"} <= set(dataset.column_names)
+                                 or "text" in dataset.column_names):
         raise ValueError(f"rows ({len(dataset)} rows, columns {dataset.column_names}) must be non-empty prompt/"
-                         "completion rows: convert TOFU rows with npo_trl.tofu.to_prompt_completion.")
+                         "completion rows (convert TOFU rows with npo_trl.tofu.to_prompt_completion) or text rows "
+                         "(a `text` column: raw documents, every token trained on).")
     copied = os.fspath(model) if isinstance(model, (str, os.PathLike)) else copy.deepcopy(model)
     with tempfile.TemporaryDirectory(prefix="npo_trl_relearn_") as output_dir:
         config = SFTConfig(**{
