@@ -2,13 +2,15 @@
 
     npo-trl [unlearn] --model_name_or_path M --dataset_name FORGET [--retain_dataset_name RETAIN --retain_loss nll] ...
     npo-trl eval tofu --model_name_or_path M --forget_split forget10 [--retain_model R | --reference_stats FILE] ...
+    npo-trl eval muse --model_name_or_path M --dataset news [--retrain_model R | --reference_stats FILE] ...
 
 `npo-trl <subcommand> --help` lists every argument.
 """
 
+import importlib
 import sys
 
-BENCHMARKS = ("tofu",)
+BENCHMARKS = ("tofu", "muse")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,14 +20,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     if argv[:1] == ["eval"]:
         if argv[1:2] in ([], ["-h"], ["--help"]):
-            print(f"usage: npo-trl eval {{{','.join(BENCHMARKS)}}} ARGS  (npo-trl eval tofu --help lists them)")
+            print(f"usage: npo-trl eval {{{','.join(BENCHMARKS)}}} ARGS  (npo-trl eval <benchmark> --help lists them)")
             return
-        if argv[1:2] != ["tofu"]:
+        if argv[1] not in BENCHMARKS:
             raise SystemExit(f"npo-trl eval: name the benchmark, one of {list(BENCHMARKS)}: "
                              "npo-trl eval tofu --model_name_or_path ...")
-        from npo_trl.scripts import eval_tofu
-
-        eval_tofu.run(argv[2:], prog="npo-trl eval tofu")
+        script = importlib.import_module(f"npo_trl.scripts.eval_{argv[1]}")  # eval_tofu, eval_muse
+        script.run(argv[2:], prog=f"npo-trl eval {argv[1]}")
         return
     from npo_trl.scripts import unlearn
 

@@ -1,5 +1,6 @@
 """The `npo-trl` command (npo_trl/cli.py, npo_trl/scripts/): unlearning from local files (plain, LoRA, --config),
-`npo-trl eval tofu` on TOFU's local files, and bad input."""
+`npo-trl eval tofu` on TOFU's local files, `npo-trl eval muse` on synthetic MUSE written in the hub's layout, and bad
+input."""
 
 import json
 import os
@@ -8,10 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer
 
-from helpers import TOFU_DIR, needs_tofu_files
+from helpers import TOFU_DIR, needs_tofu_files, tiny_llama
+from muse_helpers import muse_tokenizer, small_muse
 from npo_trl.cli import main as cli
-from npo_trl.scripts import eval_tofu, unlearn
+from npo_trl.scripts import eval_muse, eval_tofu, unlearn
 from npo_trl.tofu import TOFUEvalSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,10 +70,69 @@ def test_eval_tofu_on_local_files(tmp_path, finetuned_dir):
     assert 0 <= metrics["tofu/model_utility"] <= 1 and metrics["privacy/mia_reference_auc"] == 0.5
 
 
+@pytest.fixture(scope="module")
+def muse_files(tmp_path_factory):
+    """Small synthetic MUSE written as <subset>/<split>.jsonl (the hub's layout), and two tiny untrained Llamas (the
+    evaluated model and a retrain model) saved with a tokenizer trained on its text."""
+    folder, data = tmp_path_factory.mktemp("muse"), small_muse()
+    for subset, splits in data.items():
+        (folder / subset).mkdir()
+        for split, rows in splits.items():
+            (folder / subset / f"{split}.jsonl").write_text("".join(json.dumps(dict(r)) + "\n" for r in rows))
+    tokenizer = muse_tokenizer(data)
+    models = []
+    for seed in (0, 1):
+        path = folder / f"model{seed}"
+        tiny_llama(len(tokenizer), seed=seed, hidden=32).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        models.append(str(path))
+    return str(folder), *models
+
+
+MUSE_FLAGS = ["--verbmem_max_new_tokens", "4", "--knowmem_max_new_tokens", "4", "--batch_size", "6"]
+
+
+def test_eval_muse_on_local_files_equals_the_evaluator(tmp_path, muse_files):
+    from trl import ModelConfig
+
+    from npo_trl.models import load_model
+    from npo_trl.muse import MUSEEvalSettings, MUSEEvaluator, compute_reference_stats, muse_eval_sets
+    from npo_trl.muse.evaluator import METRICS
+
+    folder, model, retrain = muse_files
+    out = tmp_path / "metrics.json"
+    cli(["eval", "muse", "--model_name_or_path", model, "--dataset", folder, "--retrain_model", retrain, *MUSE_FLAGS,
+         "--output_json", str(out)])
+    result = json.loads(out.read_text())
+    settings = MUSEEvalSettings(verbmem_max_new_tokens=4, knowmem_max_new_tokens=4, batch_size=6)
+    assert result["settings"] == settings.to_dict() and result["reference"] == retrain
+    assert result["rows"] == {name: 6 for name in ("verbmem_forget", "knowmem_forget", "knowmem_retain",
+                                                   "privleak_forget", "privleak_holdout")}
+    assert set(result["metrics"]) == set(METRICS) and None not in result["metrics"].values()
+    tokenizer, sets = AutoTokenizer.from_pretrained(model), muse_eval_sets(folder)
+    stats = compute_reference_stats(load_model(retrain), tokenizer, sets, settings,
+                                    cache_path=tmp_path / "retrain_stats.json")
+    assert result["metrics"] == MUSEEvaluator(tokenizer, sets, stats, settings).evaluate(load_model(model))
+    # the retrain model's AUCs from their file give the same PrivLeak; without them PrivLeak is null, the AUCs stay
+    from_file = eval_muse.main(eval_muse.MUSEEvalArguments(dataset=folder, reference_stats=str(
+        tmp_path / "retrain_stats.json"), output_json=str(tmp_path / "from_file.json")), settings,
+        ModelConfig(model_name_or_path=model))
+    assert from_file["metrics"] == result["metrics"]
+    alone = eval_muse.main(eval_muse.MUSEEvalArguments(dataset=folder, output_json=str(tmp_path / "alone.json")),
+                           settings, ModelConfig(model_name_or_path=model))["metrics"]
+    assert alone["muse/privleak"] is None and alone["muse/abs_privleak"] is None
+    assert alone == {**result["metrics"], "muse/privleak": None, "muse/abs_privleak": None}
+    no_privleak = eval_muse.main(eval_muse.MUSEEvalArguments(dataset=folder, privleak=False, output_json=str(
+        tmp_path / "no_privleak.json")), settings, ModelConfig(model_name_or_path=model))
+    assert "privleak_forget" not in no_privleak["rows"] and no_privleak["metrics"] == {
+        key: None if "privleak" in key or "_auc" in key else value for key, value in result["metrics"].items()}
+
+
 def test_bad_input_is_refused_naming_the_fix(tmp_path, finetuned_dir, cli_files, monkeypatch):
     from trl import ModelConfig
 
     from npo_trl import NPOConfig
+    from npo_trl.muse import MUSEEvalSettings
 
     args = NPOConfig(output_dir=str(tmp_path), retain_loss="nll", report_to="none")
     script_args = unlearn.UnlearnScriptArguments(dataset_name=str(cli_files[0]))
@@ -92,11 +154,20 @@ def test_bad_input_is_refused_naming_the_fix(tmp_path, finetuned_dir, cli_files,
     with pytest.raises(ValueError, match="Unknown TOFU split 'forget20_perturbed'.*available splits.*'forget10'"):
         eval_tofu.main(eval_tofu.TOFUEvalArguments(dataset=str(tmp_path / "tofu"), forget_split="forget20"),
                        TOFUEvalSettings(), ModelConfig(model_name_or_path=finetuned_dir))
+    muse_args = eval_muse.MUSEEvalArguments
+    with pytest.raises(ValueError, match="--model_name_or_path is required"):
+        eval_muse.main(muse_args(dataset="synthetic"), MUSEEvalSettings(), ModelConfig())
+    with pytest.raises(ValueError, match="--retrain_model and --reference_stats both give PrivLeak's.*pass one"):
+        eval_muse.main(muse_args(retrain_model="r", reference_stats="s"), MUSEEvalSettings(),
+                       ModelConfig(model_name_or_path=finetuned_dir))
+    with pytest.raises(ValueError, match="--privleak false leaves out: drop them, or pass --privleak true"):
+        eval_muse.main(muse_args(privleak=False, reference_stats="s"), MUSEEvalSettings(),
+                       ModelConfig(model_name_or_path=finetuned_dir))
     with pytest.raises(ValueError, match="pass one"):
         eval_tofu.main(eval_tofu.TOFUEvalArguments(retain_model="r", reference_stats="s"), TOFUEvalSettings(),
                        ModelConfig(model_name_or_path=finetuned_dir))
-    with pytest.raises(SystemExit, match="name the benchmark"):
-        cli(["eval", "muse"])
+    with pytest.raises(SystemExit, match=r"name the benchmark, one of \['tofu', 'muse'\]"):
+        cli(["eval", "mmlu"])
     with pytest.warns(UserWarning, match="--retain_dataset_name 'y' is not used without --retain_loss"):
         unlearn.check_arguments(unlearn.UnlearnScriptArguments(dataset_name="x", retain_dataset_name="y"),
                                 NPOConfig(output_dir=str(tmp_path), report_to="none"),

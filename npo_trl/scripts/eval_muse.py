@@ -1,0 +1,123 @@
+# Copyright 2026 The npo-trl developers. Licensed under the Apache License, Version 2.0.
+"""Evaluate any model on MUSE without training: MUSE's criteria C1-C4 (VerbMem, KnowMem, PrivLeak and each attack's
+AUC), printed and saved as JSON.
+
+    npo-trl eval muse --model_name_or_path out/ --tokenizer_name_or_path meta-llama/Llama-2-7b-hf \
+        --retrain_model muse-bench/MUSE-News_retrain
+    npo-trl eval muse --model_name_or_path out/ --dataset ./MUSE-News --reference_stats results/muse/retrain_stats.json
+    accelerate launch -m npo_trl.scripts.eval_muse ...             # several processes: each scores a shard
+
+PrivLeak needs the retrain model's AUCs: `--retrain_model` (scored here) or `--reference_stats` (the
+`retrain_stats.json` that `compute_reference_stats` and examples/muse.py write); without either it is `null`, and the
+AUCs are still reported. How the sets are evaluated are the flags of `npo_trl.muse.MUSEEvalSettings` (`--batch_size`,
+`--verbmem_max_new_tokens`, `--knowmem_max_new_tokens`, `--knowmem_trailing_space`, `--privleak_max_length`,
+`--min_k_fraction`).
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from trl import ModelConfig, TrlParser
+
+from npo_trl.muse.settings import MUSEEvalSettings
+
+
+@dataclass
+class MUSEEvalArguments:
+    """What to evaluate on (how: `MUSEEvalSettings`), and where the metrics go."""
+
+    dataset: str = field(
+        default="news",
+        metadata={"help": "MUSE's data: 'news' or 'books' (the hub's muse-bench/MUSE-News, MUSE-Books), a hub id, a "
+                          "local folder in their layout (<subset>/<split>.parquet|.jsonl|.json), or 'synthetic'."},
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "The tokenizer of both models, when the model has none of its own (MUSE's: "
+                          "meta-llama/Llama-2-7b-hf). Default: the model's."},
+    )
+    retrain_model: str | None = field(
+        default=None,
+        metadata={"help": "The retrain model (never trained on the forget set), scored here for PrivLeak's "
+                          "reference."},
+    )
+    reference_stats: str | None = field(
+        default=None,
+        metadata={"help": "The retrain model's AUCs instead of --retrain_model: a retrain_stats.json written by "
+                          "compute_reference_stats or examples/muse.py."},
+    )
+    privleak: bool = field(
+        default=True,
+        metadata={"help": "Also PrivLeak and the attacks' AUCs, on the privleak forget and holdout texts."},
+    )
+    output_json: str = field(default="muse_eval.json", metadata={"help": "Where the metrics are written."})
+
+
+def check_arguments(eval_args: MUSEEvalArguments, model_args: ModelConfig) -> None:
+    """Refuse, before any model loads, a combination that cannot run."""
+    if model_args.model_name_or_path is None:
+        raise ValueError("--model_name_or_path is required: the model to evaluate (hub id or local folder).")
+    if eval_args.retrain_model is not None and eval_args.reference_stats is not None:
+        raise ValueError("--retrain_model and --reference_stats both give PrivLeak's reference: pass one.")
+    if not eval_args.privleak and (eval_args.retrain_model or eval_args.reference_stats) is not None:
+        raise ValueError("--retrain_model and --reference_stats are PrivLeak's reference, which --privleak false "
+                         "leaves out: drop them, or pass --privleak true.")
+
+
+def build_evaluator(eval_args: MUSEEvalArguments, settings: MUSEEvalSettings, model_args: ModelConfig, tokenizer,
+                    accelerator):
+    """The `MUSEEvaluator` of the flags: MUSE's sets from --dataset, PrivLeak's reference from --reference_stats or
+    the retrain model scored here (every process its shard)."""
+    from npo_trl.models import load_model
+    from npo_trl.muse import MUSEEvaluator, compute_reference_stats, muse_eval_sets
+
+    sets = muse_eval_sets(eval_args.dataset, privleak=eval_args.privleak)
+    stats = eval_args.reference_stats
+    if eval_args.retrain_model is not None:
+        stats = compute_reference_stats(load_model(eval_args.retrain_model, model_args, accelerator.device), tokenizer,
+                                        sets, settings, model_name=eval_args.retrain_model, accelerator=accelerator)
+    return MUSEEvaluator(tokenizer, sets, stats, settings, progress=accelerator.is_main_process)
+
+
+def main(eval_args: MUSEEvalArguments, settings: MUSEEvalSettings, model_args: ModelConfig) -> dict:
+    from accelerate import Accelerator
+    from transformers import AutoTokenizer
+
+    from npo_trl.models import load_model
+
+    check_arguments(eval_args, model_args)
+    accelerator = Accelerator()  # one process, or several under accelerate launch: each scores a shard of the rows
+    tokenizer = AutoTokenizer.from_pretrained(
+        eval_args.tokenizer_name_or_path or model_args.model_name_or_path,
+        revision=None if eval_args.tokenizer_name_or_path else model_args.model_revision)
+    evaluator = build_evaluator(eval_args, settings, model_args, tokenizer, accelerator)
+    metrics = evaluator.evaluate(load_model(model_args.model_name_or_path, model_args, accelerator.device),
+                                 accelerator=accelerator)
+    rows = {name: len(prompts) for name, (prompts, *_) in evaluator.generation_sets.items()}
+    rows.update({name: len(ids) for name, (ids, _) in evaluator.privleak_sets.items()})
+    result = {"model": model_args.model_name_or_path, "dataset": eval_args.dataset,
+              "reference": eval_args.retrain_model or eval_args.reference_stats, "rows": rows,
+              "settings": settings.to_dict(), "metrics": metrics, "seconds": evaluator.timer.seconds["total"]}
+    if accelerator.is_main_process:
+        width = max(len(key) for key in metrics)
+        for key, value in metrics.items():
+            print(f"{key:<{width}}  {'null' if value is None else f'{value:.6g}'}")
+        os.makedirs(os.path.dirname(os.path.abspath(eval_args.output_json)), exist_ok=True)
+        with open(eval_args.output_json, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"Written to {eval_args.output_json}.")
+    return result
+
+
+def make_parser(prog: str | None = None) -> TrlParser:
+    return TrlParser((MUSEEvalArguments, MUSEEvalSettings, ModelConfig), prog=prog)
+
+
+def run(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    eval_args, settings, model_args = make_parser(prog).parse_args_and_config(args=argv)
+    return main(eval_args, settings, model_args)
+
+
+if __name__ == "__main__":
+    run()
