@@ -12,18 +12,22 @@ Stages (each writes under --output_dir and is skipped when its output exists, so
    trained on the forget articles (scal forget_4, every fold) and retain1 + retain2, each article a sequence;
 2. `retrain/`: the same model trained on retain1 + retain2 alone (skipped with --retrain_model), and its PrivLeak
    AUCs (`retrain_stats.json`), against which PrivLeak is measured;
-3. `unlearn/<method>/`: the target unlearned on raw forget with each method of --methods (retain set: retain1), both
-   chunked by MUSE's rule (`npo_trl.muse.chunk_texts`), MUSE's criteria every epoch (`MUSECallback`);
+3. `unlearn/<method>/` (with --seeds 0 1 2, `unlearn/<method>/seed<k>/`): the target unlearned on raw forget with each
+   method of --methods (retain set: retain1), both chunked by MUSE's rule (`npo_trl.muse.chunk_texts`), MUSE's
+   criteria every epoch (`MUSECallback`); with --attacks (default: relearning, 8- and 4-bit quantization) each
+   unlearned model, the retrain and the target model attacked (`robustness.json`; `npo_trl.attacks`);
 4. `c5/<method>/`, `c6/<method>/`: scalability (scal forget_1..4, each from the target) and sustainability (sust
    forget_1..4, one after another) for each of --criteria_methods;
 5. `results.csv` (method × epoch), `results.json`, `table3.md` (target, retrain and each method's final model:
-   VerbMem D_f, KnowMem D_f, PrivLeak, KnowMem D_r), `fig_per_epoch.png` and `fig_c5_c6.png` (npo_trl.muse.report).
+   VerbMem D_f, KnowMem D_f, PrivLeak, KnowMem D_r), `fig_per_epoch.png` and `fig_c5_c6.png` (npo_trl.muse.report);
+   with --attacks, `attacks.csv`, `attacks.json`, `fig_attacks.png` and the attack table (npo_trl.attacks.report).
 
 The evaluation's flags are `MUSEEvalSettings`' (--batch_size, --verbmem_max_new_tokens, --knowmem_max_new_tokens,
 --knowmem_trailing_space, ...).
 """
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -33,6 +37,9 @@ from transformers import AutoTokenizer
 from trl import ModelConfig, TrlParser
 
 from npo_trl import NPOConfig
+from npo_trl.attacks.arguments import AttackArguments
+from npo_trl.attacks.report import format_attack_table, write_attack_report
+from npo_trl.attacks.stage import attack_stage
 from npo_trl.config import method_losses
 from npo_trl.models import load_model, outside_zero3
 from npo_trl.muse import (
@@ -48,6 +55,7 @@ from npo_trl.muse import (
     sustainability,
 )
 from npo_trl.muse.report import read_metrics, table3, write_report
+from npo_trl.muse.robustness import muse_robustness_evaluator
 from npo_trl.stages import (
     TinyLlamaArguments,
     experiment_parser,
@@ -78,6 +86,9 @@ class MUSEScriptArguments:
                 "meta-llama/Llama-2-7b-hf). Default: the target model's."})
     methods: list[str] = field(default_factory=lambda: ["npo", "npo+rt", "npo+kl", "ga", "ga+rt", "ga+kl"],
                                metadata={"help": "Unlearning methods: <forget_loss>[+rt|+kl]."})
+    seeds: list[int] | None = field(default=None, metadata={
+        "help": "Unlearn every method once per seed into unlearn/<method>/seed<k>/ (rows <method>/seed<k> in the "
+                "report; the attack table: median and min-max over seeds). Default: one run, with --seed."})
     criteria: bool = field(default=True, metadata={
         "help": "Run C5 (scalability) and C6 (sustainability) for --criteria_methods (MUSE-Books has no scal/sust "
                 "subsets: --criteria false)."})
@@ -161,8 +172,31 @@ def check_arguments(script_args: MUSEScriptArguments, model_args: ModelConfig) -
                                  "with no replacement answer for idk/dpo).")
 
 
+ATTACK_KEYS = ["muse/verbmem_forget", "muse/knowmem_forget"]
+
+
+def unlearn_path(script_args, args, method: str, seed: int) -> str:
+    """unlearn/<method>/ (no --seeds), else unlearn/<method>/seed<k>/."""
+    path = os.path.join(args.output_dir, "unlearn", method)
+    return path if script_args.seeds is None else os.path.join(path, f"seed{seed}")
+
+
+def attacks(script_args, attack_args, settings, args, model_args, source, tokenizer, target, retrain) -> dict:
+    """Stage 6: every unlearned model, the retrain and the target model under --attacks, scored on the documents that
+    relearning does not train on (`npo_trl.muse.robustness`); attacks.csv/json, fig_attacks.png."""
+    robustness = muse_robustness_evaluator(
+        tokenizer, muse_eval_sets(source, privleak=False), attack_args, settings,
+        forget_texts=list(load_muse(source, "raw", "forget")["text"]),
+        retain_texts=list(load_muse(source, "raw", "retain1")["text"]), retrain_model=retrain, target_model=target,
+        model_args=model_args)
+    models = {method: {seed: os.path.join(unlearn_path(script_args, args, method, seed), "final")
+                       for seed in script_args.seeds or [args.seed]} for method in script_args.methods}
+    return write_attack_report(args.output_dir, attack_stage(robustness, models, model_args),
+                               attack_args.attack_names(), ATTACK_KEYS, f"MUSE ({script_args.dataset})")
+
+
 def main(script_args: MUSEScriptArguments, tiny_args: TinyLlamaArguments, settings: MUSEEvalSettings,
-         args: NPOConfig, model_args: ModelConfig | None = None) -> dict | None:
+         attack_args: AttackArguments, args: NPOConfig, model_args: ModelConfig | None = None) -> dict | None:
     model_args = model_args or ModelConfig()
     check_arguments(script_args, model_args)
     state, out = PartialState(), args.output_dir
@@ -186,10 +220,10 @@ def main(script_args: MUSEScriptArguments, tiny_args: TinyLlamaArguments, settin
     forget = list(load_muse(source, "raw", "forget")["text"])
     retain = chunk_texts(load_muse(source, "raw", "retain1")["text"], tokenizer, args.max_length, join)
 
-    def unlearn(method, model_path, forget_texts, path, callbacks=None):
+    def unlearn(method, model_path, forget_texts, path, callbacks=None, seed=None):
         rows = chunk_texts(forget_texts, tokenizer, args.max_length, join)
         return unlearning_stage(model_path, args, method, path, rows, retain, processing_class=tokenizer,
-                                model_args=model_args, callbacks=callbacks)
+                                model_args=model_args, callbacks=callbacks, seed=seed)
 
     def evaluate(path):  # MUSE's criteria of a saved model, by the main process alone (the others get {})
         if not state.is_main_process:
@@ -197,9 +231,11 @@ def main(script_args: MUSEScriptArguments, tiny_args: TinyLlamaArguments, settin
         with outside_zero3(args):
             return MUSEEvaluator(tokenizer, eval_sets, stats, settings).evaluate(load_model(path, model_args))
 
+    seeds = script_args.seeds or [args.seed]
     for method in script_args.methods:
-        unlearn(method, target, forget, os.path.join(out, "unlearn", method),
-                [MUSECallback(tokenizer, eval_sets, reference_stats=stats, settings=settings)])
+        for seed in seeds:
+            unlearn(method, target, forget, unlearn_path(script_args, args, method, seed),
+                    [MUSECallback(tokenizer, eval_sets, reference_stats=stats, settings=settings)], seed)
     criteria = {"c5": {}, "c6": {}}
     for method in script_args.criteria_methods if script_args.criteria else []:
         def run(model_path, forget_set, path, method=method):
@@ -210,10 +246,19 @@ def main(script_args: MUSEScriptArguments, tiny_args: TinyLlamaArguments, settin
     if not state.is_main_process:
         return None
     reference = {"target": evaluate(target), "retrain": evaluate(retrain)}
-    table = {method: read_metrics(os.path.join(out, "unlearn", method)) for method in script_args.methods}
+    table = {method if script_args.seeds is None else f"{method}/seed{seed}":
+             read_metrics(unlearn_path(script_args, args, method, seed))
+             for method in script_args.methods for seed in seeds}
     summary = write_report(out, table, reference, criteria if script_args.criteria else None,
                            dataset=script_args.dataset)
     print(table3(summary["table3"]))
+    if attack_args.attacks:
+        with outside_zero3(args):
+            summary["attacks"] = attacks(script_args, attack_args, settings, args, model_args, source, tokenizer,
+                                         target, retrain)
+        with open(os.path.join(out, "results.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        print(format_attack_table(summary["attacks"], ATTACK_KEYS[0]))
     return summary
 
 
@@ -222,9 +267,11 @@ def make_parser() -> TrlParser:
     examples/configs/muse_news_llama2.yaml sets MUSE's). --knowmem_trailing_space defaults to MUSE's "Answer: " with a
     given model, and to "Answer:" with the built-in byte-level tokenizer, for which that space is a token never seen
     before an answer."""
-    return experiment_parser((MUSEScriptArguments, TinyLlamaArguments, MUSEEvalSettings, NPOConfig, ModelConfig),
-                             output_dir="results/muse", num_train_epochs=10, learning_rate=1e-3,
-                             per_device_train_batch_size=4, max_length=256, batch_size=16, knowmem_trailing_space=None)
+    return experiment_parser((MUSEScriptArguments, TinyLlamaArguments, MUSEEvalSettings, AttackArguments, NPOConfig,
+                              ModelConfig), output_dir="results/muse", num_train_epochs=10, learning_rate=1e-3,
+                             per_device_train_batch_size=4, max_length=256, batch_size=16, knowmem_trailing_space=None,
+                             attacks=["relearn", "quantize8", "quantize4"], relearn_steps=[10],
+                             relearn_learning_rate=1e-3)
 
 
 if __name__ == "__main__":

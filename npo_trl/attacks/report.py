@@ -95,9 +95,9 @@ def format_attack_table(summary: dict, key: str) -> str:
 
 
 def plot_attacks(summary: dict, key: str, path: str, title: str) -> None:
-    """Per method, `key` for the fine-tuned model, the unlearned model and after each attack (median over seeds, min-max
-    bars), with the retain model under the same attacks (grey crosses): an attack leaks where the unlearned model's
-    value rises above the retain model's under it."""
+    """Per method, `key` for the fine-tuned model, the unlearned model and after each attack (median over seeds,
+    min-max bars), with the retain model under the same attacks (grey crosses): an attack leaks where the unlearned
+    model's value rises above the retain model's under it."""
     plt = pyplot()
     methods, attacks = list(summary["methods"]), summary["attacks"]
     fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods) + 1, 3.6), sharey=True, squeeze=False)

@@ -14,13 +14,13 @@ AUCs are still reported. How the sets are evaluated are the flags of `npo_trl.mu
 `--min_k_fraction`).
 """
 
-import json
-import os
 from dataclasses import dataclass, field
 
 from trl import ModelConfig, TrlParser
 
+from npo_trl.attacks.arguments import AttackArguments
 from npo_trl.muse.settings import MUSEEvalSettings
+from npo_trl.scripts.output import write_result
 
 
 @dataclass
@@ -51,6 +51,11 @@ class MUSEEvalArguments:
         default=True,
         metadata={"help": "Also PrivLeak and the attacks' AUCs, on the privleak forget and holdout texts."},
     )
+    target_model: str | None = field(
+        default=None,
+        metadata={"help": "The target model (before unlearning), with --attacks: recovery's reference, and attacked "
+                          "as a baseline beside the retrain model."},
+    )
     output_json: str = field(default="muse_eval.json", metadata={"help": "Where the metrics are written."})
 
 
@@ -80,14 +85,35 @@ def build_evaluator(eval_args: MUSEEvalArguments, settings: MUSEEvalSettings, mo
     return MUSEEvaluator(tokenizer, sets, stats, settings, progress=accelerator.is_main_process)
 
 
-def main(eval_args: MUSEEvalArguments, settings: MUSEEvalSettings, model_args: ModelConfig) -> dict:
+def attack(eval_args, attack_args, settings, model_args, tokenizer, accelerator) -> dict:
+    """--attacks: the model's forget criteria on the documents that relearning does not train on, after each attack,
+    with their recoveries and the retrain and target models under the same attacks (`npo_trl.muse.robustness`)."""
+    from npo_trl.models import load_model
+    from npo_trl.muse import load_muse, muse_eval_sets
+    from npo_trl.muse.robustness import muse_robustness_evaluator
+
+    texts = {split: list(load_muse(eval_args.dataset, "raw", split)["text"]) for split in ("forget", "retain1")}
+    robustness = muse_robustness_evaluator(
+        tokenizer, muse_eval_sets(eval_args.dataset, privleak=False), attack_args, settings,
+        forget_texts=texts["forget"], retain_texts=texts["retain1"], retrain_model=eval_args.retrain_model,
+        target_model=eval_args.target_model, model_args=model_args, progress=True)
+    return robustness.evaluate(load_model(model_args.model_name_or_path, model_args, accelerator.device))
+
+
+def main(eval_args: MUSEEvalArguments, settings: MUSEEvalSettings, model_args: ModelConfig,
+         attack_args: AttackArguments | None = None) -> dict:
     from accelerate import Accelerator
     from transformers import AutoTokenizer
 
     from npo_trl.models import load_model
 
+    attack_args = attack_args or AttackArguments()
     check_arguments(eval_args, model_args)
-    accelerator = Accelerator()  # one process, or several under accelerate launch: each scores a shard of the rows
+    accelerator = Accelerator()
+    if attack_args.attacks and accelerator.num_processes > 1:
+        raise ValueError(f"--attacks runs on one process (each attack loads or trains a copy of its own), not "
+                         f"{accelerator.num_processes}: run `npo-trl eval muse --attacks ...` without accelerate "
+                         "launch.")  # one process, or several under accelerate launch: each scores a shard of the rows
     tokenizer = AutoTokenizer.from_pretrained(
         eval_args.tokenizer_name_or_path or model_args.model_name_or_path,
         revision=None if eval_args.tokenizer_name_or_path else model_args.model_revision)
@@ -99,24 +125,19 @@ def main(eval_args: MUSEEvalArguments, settings: MUSEEvalSettings, model_args: M
     result = {"model": model_args.model_name_or_path, "dataset": eval_args.dataset,
               "reference": eval_args.retrain_model or eval_args.reference_stats, "rows": rows,
               "settings": settings.to_dict(), "metrics": metrics, "seconds": evaluator.timer.seconds["total"]}
+    if attack_args.attacks:
+        result["attacks"] = attack(eval_args, attack_args, settings, model_args, tokenizer, accelerator)
     if accelerator.is_main_process:
-        width = max(len(key) for key in metrics)
-        for key, value in metrics.items():
-            print(f"{key:<{width}}  {'null' if value is None else f'{value:.6g}'}")
-        os.makedirs(os.path.dirname(os.path.abspath(eval_args.output_json)), exist_ok=True)
-        with open(eval_args.output_json, "w") as f:
-            json.dump(result, f, indent=1)
-        print(f"Written to {eval_args.output_json}.")
+        write_result(result, eval_args.output_json)
     return result
 
 
 def make_parser(prog: str | None = None) -> TrlParser:
-    return TrlParser((MUSEEvalArguments, MUSEEvalSettings, ModelConfig), prog=prog)
+    return TrlParser((MUSEEvalArguments, MUSEEvalSettings, ModelConfig, AttackArguments), prog=prog)
 
 
 def run(argv: list[str] | None = None, prog: str | None = None) -> dict:
-    eval_args, settings, model_args = make_parser(prog).parse_args_and_config(args=argv)
-    return main(eval_args, settings, model_args)
+    return main(*make_parser(prog).parse_args_and_config(args=argv))
 
 
 if __name__ == "__main__":

@@ -14,12 +14,12 @@ are evaluated are the flags of `npo_trl.tofu.TOFUEvalSettings` (`--max_samples`,
 `--token_boundary`, `--mask_pad_tokens`, `--min_k_fraction`).
 """
 
-import json
-import os
 from dataclasses import dataclass, field
 
 from trl import ModelConfig, TrlParser
 
+from npo_trl.attacks.arguments import AttackArguments
+from npo_trl.scripts.output import write_result
 from npo_trl.tofu.settings import TOFUEvalSettings
 
 
@@ -42,10 +42,28 @@ class TOFUEvalArguments:
     privacy: bool = field(
         default=True, metadata={"help": "Also the privacy metrics (MIA AUCs, PrivLeak, memorization), on holdoutNN."}
     )
+    finetuned_model: str | None = field(
+        default=None,
+        metadata={"help": "The fine-tuned model (before unlearning), with --attacks: recovery's reference, and "
+                          "attacked as a baseline beside the retain model."},
+    )
     output_json: str = field(default="tofu_eval.json", metadata={"help": "Where the metrics are written."})
 
 
-def main(eval_args: TOFUEvalArguments, settings: TOFUEvalSettings, model_args: ModelConfig) -> dict:
+def attack(eval_args, attack_args, settings, model_args, tokenizer, sets, accelerator) -> dict:
+    """--attacks: the model's forget metrics on the forget rows that relearning does not train on, after each attack,
+    with their recoveries and the retain and fine-tuned models under the same attacks (`npo_trl.tofu.robustness`)."""
+    from npo_trl.models import load_model
+    from npo_trl.tofu.robustness import tofu_robustness_evaluator
+
+    robustness = tofu_robustness_evaluator(
+        tokenizer, sets["forget"], attack_args, settings, retain_model=eval_args.retain_model,
+        finetuned_model=eval_args.finetuned_model, retain_rows=sets["retain"], model_args=model_args, progress=True)
+    return robustness.evaluate(load_model(model_args.model_name_or_path, model_args, accelerator.device))
+
+
+def main(eval_args: TOFUEvalArguments, settings: TOFUEvalSettings, model_args: ModelConfig,
+         attack_args: AttackArguments | None = None) -> dict:
     from accelerate import Accelerator
     from transformers import AutoTokenizer
 
@@ -56,7 +74,12 @@ def main(eval_args: TOFUEvalArguments, settings: TOFUEvalSettings, model_args: M
         raise ValueError("--model_name_or_path is required: the model to evaluate (hub id or local folder).")
     if eval_args.retain_model is not None and eval_args.reference_stats is not None:
         raise ValueError("--retain_model and --reference_stats both give forget quality's reference: pass one.")
+    attack_args = attack_args or AttackArguments()
     accelerator = Accelerator()  # one process, or several under accelerate launch: each scores a shard of the rows
+    if attack_args.attacks and accelerator.num_processes > 1:
+        raise ValueError(f"--attacks runs on one process (each attack loads or trains a copy of its own), not "
+                         f"{accelerator.num_processes}: run `npo-trl eval tofu --attacks ...` without accelerate "
+                         "launch.")
     sets = tofu_eval_sets(eval_args.dataset, eval_args.forget_split, holdout=eval_args.privacy)
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     stats = eval_args.reference_stats
@@ -70,24 +93,19 @@ def main(eval_args: TOFUEvalArguments, settings: TOFUEvalSettings, model_args: M
     result = {"model": model_args.model_name_or_path, "dataset": eval_args.dataset,
               "forget_split": eval_args.forget_split, "rows": {name: len(s) for name, s in evaluator.sets.items()},
               "settings": settings.to_dict(), "metrics": metrics, "seconds": evaluator.timer.seconds["total"]}
+    if attack_args.attacks:
+        result["attacks"] = attack(eval_args, attack_args, settings, model_args, tokenizer, sets, accelerator)
     if accelerator.is_main_process:
-        width = max(len(key) for key in metrics)
-        for key, value in metrics.items():
-            print(f"{key:<{width}}  {'null' if value is None else f'{value:.6g}'}")
-        os.makedirs(os.path.dirname(os.path.abspath(eval_args.output_json)), exist_ok=True)
-        with open(eval_args.output_json, "w") as f:
-            json.dump(result, f, indent=1)
-        print(f"Written to {eval_args.output_json}.")
+        write_result(result, eval_args.output_json)
     return result
 
 
 def make_parser(prog: str | None = None) -> TrlParser:
-    return TrlParser((TOFUEvalArguments, TOFUEvalSettings, ModelConfig), prog=prog)
+    return TrlParser((TOFUEvalArguments, TOFUEvalSettings, ModelConfig, AttackArguments), prog=prog)
 
 
 def run(argv: list[str] | None = None, prog: str | None = None) -> dict:
-    eval_args, settings, model_args = make_parser(prog).parse_args_and_config(args=argv)
-    return main(eval_args, settings, model_args)
+    return main(*make_parser(prog).parse_args_and_config(args=argv))
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ def tofu_robustness_evaluator(processing_class, forget_rows, attack_args, settin
     each author's `qa_per_author` rows in a row, as TOFU's files hold them. With a relearning attack they are split
     within each author (`split_forget_rows`, `attack_args.relearn_fraction` and `relearn_seed`): relearning trains on
     one part, in `settings`' prompt format, and every model is scored on the other (`TOFUEvaluator` on the `forget`
-    set alone: `tofu/forget_prob`, `_rouge`, `_truth_ratio` and, given `retain_model`, `tofu/forget_quality` against the
-    retain model's truth ratios on those rows); without one, on every forget row. `relearn_benign` relearns as many
+    set alone: `tofu/forget_prob`, `_rouge`, `_truth_ratio` and, given `retain_model`, `tofu/forget_quality` against
+    the retain model's truth ratios on those rows); without one, on every forget row. `relearn_benign` relearns as many
     `retain_rows` (the first ones).
 
     `retain_model` and `finetuned_model` (folders, loaded with `model_args`) are the baselines under the same attacks
