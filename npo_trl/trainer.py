@@ -14,7 +14,7 @@ from . import losses
 from .checks import checked_inputs
 from .config import REFERENCE_FORGET_LOSSES, NPOConfig
 from .data import DataCollatorForUnlearning, RetainStream, to_unlearning_rows, unstack
-from .models import reference_adapter
+from .models import reference_adapter, upcast_quantized_adapters
 
 
 class NPOTrainer(DPOTrainer):
@@ -125,6 +125,7 @@ class NPOTrainer(DPOTrainer):
         finally:
             args.precompute_ref_log_probs = precompute
         self.precompute_ref_logps = precompute
+        upcast_quantized_adapters(self.model, args)  # a float32 QLoRA run steps float32 adapters
 
         self.retain_dataset = None
         if retain_dataset is not None:

@@ -1,8 +1,9 @@
-"""The `npo-trl` command (npo_trl/cli.py, npo_trl/scripts/): unlearning from local files (plain, LoRA, --config),
-`npo-trl eval tofu` on TOFU's local files, `npo-trl eval muse` on synthetic MUSE written in the hub's layout, and bad
-input."""
+"""The `npo-trl` command (npo_trl/cli.py, npo_trl/scripts/): unlearning from local files (plain, LoRA, QLoRA,
+--config), `npo-trl eval tofu` on TOFU's local files, `npo-trl eval muse` on synthetic MUSE written in the hub's
+layout, each with --attacks, and bad input."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -53,6 +54,22 @@ def test_lora_and_a_recipe_file(tmp_path, finetuned_dir, cli_files):
     cli(["--config", str(recipe), *TRAIN])
     assert (tmp_path / "lora" / "adapter_config.json").exists() and not (tmp_path / "lora" / "config.json").exists()
     assert json.loads((tmp_path / "lora" / "adapter_config.json").read_text())["r"] == 4
+
+
+def test_qlora_from_local_files(tmp_path, finetuned_dir, cli_files):
+    """`--load_in_4bit --use_peft`, parsed as the command parses them: LoRA on the model loaded in 4 bits (NF4,
+    bitsandbytes on this CPU), the base with adapters off as π_ref, so the first forget loss is 2 ln 2 / β; the
+    adapters are saved."""
+    argv = ["--model_name_or_path", finetuned_dir, "--dataset_name", str(cli_files[0]), "--retain_dataset_name",
+            str(cli_files[1]), "--retain_loss", "nll", "--load_in_4bit", "--use_peft", "--lora_r", "4",
+            "--lora_target_modules", "q_proj", "v_proj", "--output_dir", str(tmp_path / "qlora"), *TRAIN]
+    trainer = unlearn.main(*unlearn.make_parser().parse_args_and_config(args=argv))
+    assert trainer.model.is_loaded_in_4bit
+    first = trainer.state.log_history[0]
+    assert first["loss/forget"] == pytest.approx(2 * math.log(2) / trainer.args.beta, abs=1e-5)
+    assert math.isfinite(first["loss"]) and first["loss"] > first["loss/forget"]  # + the retain set's NLL
+    assert json.loads((tmp_path / "qlora" / "adapter_config.json").read_text())["r"] == 4
+    assert not (tmp_path / "qlora" / "config.json").exists()
 
 
 @needs_tofu_files

@@ -1,11 +1,13 @@
 """npo_trl.stages: stages skipped when done, an interrupted stage cleaned, the tokenizer and tiny Llama built here, the
-SFT configuration taken from NPOConfig, the supervised and unlearning stages, and the run's files."""
+SFT configuration taken from NPOConfig, the supervised and unlearning stages (QLoRA included), and the run's files."""
 
 import json
+import math
 
 import pytest
 import torch
 from datasets import Dataset
+from transformers import TrainerCallback
 from trl import ModelConfig
 
 from npo_trl import NPOConfig
@@ -123,6 +125,51 @@ def test_unlearning_stage_gives_replacement_answers_to_the_methods_that_need_the
     final = unlearning_stage(finetuned_dir, args, "idk", str(tmp_path / "idk"), forget_ds, processing_class=tokenizer,
                              replacement_answers=["I don't know."])
     assert is_done(final)
+
+
+class _Recorder(TrainerCallback):
+    """The trainer's logs, and its model's parameters when training begins and when it ends."""
+
+    def __init__(self):
+        self.logs, self.parameters = [], []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.logs.append(dict(logs))
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.parameters.append({name: p.detach().clone() for name, p in model.named_parameters()})
+
+    on_train_end = on_train_begin
+
+
+def test_unlearning_stage_runs_qlora_against_its_base_with_adapters_off(tmp_path, finetuned_dir, tokenizer,
+                                                                          forget_ds):
+    """`--load_in_4bit --use_peft`: the fp32 model loaded in 4 bits (NF4, bitsandbytes on this CPU) through the
+    stage's own loading (model_init_kwargs, TRL's get_quantization_config and get_peft_config), LoRA on it, no
+    ref_model: π_ref is the 4-bit base with the adapters off. LoRA B starts at zero, so at step 0 log π_θ = log π_ref
+    and NPO's loss is -(2/β)·log σ(0) = 2 ln 2 / β. Forward and backward both run on bitsandbytes' CPU backend, with
+    activation checkpointing (NPOConfig's default); the adapters train in float32 (`upcast_quantized_adapters`)."""
+    args = NPOConfig(output_dir="unused", max_steps=2, per_device_train_batch_size=4, report_to="none",
+                     disable_tqdm=True, save_strategy="no", logging_steps=1, learning_rate=1e-2, seed=0)
+    model_args = ModelConfig(load_in_4bit=True, use_peft=True, lora_r=4, lora_target_modules=["q_proj", "v_proj"])
+    recorder = _Recorder()
+    final = unlearning_stage(finetuned_dir, args, "npo", str(tmp_path / "qlora"), forget_ds,
+                             processing_class=tokenizer, model_args=model_args, callbacks=[recorder])
+    first, second = recorder.logs[:2]
+    assert first["loss"] == pytest.approx(2 * math.log(2) / args.beta, abs=1e-5)  # measured: 13.862943649 vs ...611
+    assert first["forget/logps"] == first["forget/ref_logps"]
+    assert all(math.isfinite(log[key]) for log in (first, second) for key in ("loss", "grad_norm"))
+    assert second["forget/log_ratio"] < 0  # the adapters moved π_θ below the base
+    begin, end = recorder.parameters
+    lora = [name for name in begin if ".lora_" in name]
+    quantized = [name for name in begin if begin[name].dtype == torch.uint8]  # the 4-bit NF4 weights, packed
+    assert len(lora) == 8 and len(quantized) == 14
+    assert all(begin[name].dtype == torch.float32 for name in lora)
+    assert all(not end[name].equal(begin[name]) for name in lora)
+    assert all(end[name].equal(begin[name]) for name in begin if name not in lora)  # base: 4-bit and fp32 alike
+    assert (tmp_path / "qlora" / "final" / "adapter_config.json").exists()
+    assert json.loads((tmp_path / "qlora" / "final" / "adapter_config.json").read_text())["r"] == 4
+    assert final == str(tmp_path / "qlora" / "final")
 
 
 def test_read_jsonl_and_save_arguments(tmp_path):
