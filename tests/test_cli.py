@@ -87,6 +87,28 @@ def test_eval_tofu_on_local_files(tmp_path, finetuned_dir):
     assert 0 <= metrics["tofu/model_utility"] <= 1 and metrics["privacy/mia_reference_auc"] == 0.5
 
 
+@needs_tofu_files
+def test_eval_tofu_attacks_on_local_files(tmp_path, finetuned_dir):
+    """--attacks on TOFU's forget01: the forget rows split per author (relearn half, scored half), each attack's keys,
+    and the baselines: the same folder as retain and fine-tuned model gets the same attacked scores as the model."""
+    out = tmp_path / "metrics.json"
+    cli(["eval", "tofu", "--model_name_or_path", finetuned_dir, "--dataset", str(TOFU_DIR), "--forget_split",
+         "forget01", "--retain_model", finetuned_dir, "--finetuned_model", finetuned_dir, "--privacy", "false",
+         "--max_samples", "6", "--max_new_tokens", "4", "--attacks", "quantize8", "relearn", "--relearn_steps", "1",
+         "--relearn_learning_rate", "1e-3", "--output_json", str(out)])
+    attacks = json.loads(out.read_text())["attacks"]
+    assert attacks["tofu/forget_quality"] == 1.0  # scored on the held-out half against the same model's ratios
+    for attack in ("quantize8", "relearn1"):
+        for baseline in ("retain", "finetuned"):
+            assert attacks[f"attack/{attack}/{baseline}/tofu/forget_prob"] == pytest.approx(
+                attacks[f"attack/{attack}/tofu/forget_prob"], rel=1e-4)
+        # the model is the fine-tuned one: unlearning moved nothing, so no recovery can be measured
+        assert attacks[f"attack/{attack}/recovery/tofu/forget_prob"] is None
+    assert attacks["attack/relearn1/tofu/forget_prob"] != attacks["tofu/forget_prob"]  # it trained
+    with pytest.raises(ValueError, match=r"attacks: unknown \['quantize3'\]; choose among"):
+        cli(["eval", "tofu", "--model_name_or_path", finetuned_dir, "--attacks", "quantize3"])
+
+
 @pytest.fixture(scope="module")
 def muse_files(tmp_path_factory):
     """Small synthetic MUSE written as <subset>/<split>.jsonl (the hub's layout), and two tiny untrained Llamas (the
@@ -143,6 +165,22 @@ def test_eval_muse_on_local_files_equals_the_evaluator(tmp_path, muse_files):
         tmp_path / "no_privleak.json")), settings, ModelConfig(model_name_or_path=model))
     assert "privleak_forget" not in no_privleak["rows"] and no_privleak["metrics"] == {
         key: None if "privleak" in key or "_auc" in key else value for key, value in result["metrics"].items()}
+
+
+def test_eval_muse_attacks_on_local_files(tmp_path, muse_files):
+    """--attacks on MUSE: the synthetic corpus's articles align with their VerbMem and KnowMem rows, so relearning
+    trains on half the articles and the other half's rows are scored; the target model given is the model itself."""
+    folder, model, retrain = muse_files
+    out = tmp_path / "metrics.json"
+    cli(["eval", "muse", "--model_name_or_path", model, "--dataset", folder, "--retrain_model", retrain,
+         "--target_model", model, *MUSE_FLAGS, "--attacks", "relearn", "quantize4", "--relearn_steps", "2",
+         "--relearn_learning_rate", "1e-3", "--output_json", str(out)])
+    attacks = json.loads(out.read_text())["attacks"]
+    for attack in ("relearn2", "quantize4"):
+        for key in ("muse/verbmem_forget", "muse/knowmem_forget"):
+            assert attacks[f"attack/{attack}/finetuned/{key}"] == pytest.approx(attacks[f"attack/{attack}/{key}"])
+            assert f"attack/{attack}/retain/{key}" in attacks and f"attack/{attack}/recovery/{key}" in attacks
+        assert attacks[f"attack/{attack}/muse/privleak"] is None  # the PrivLeak texts are not scored under attack
 
 
 def test_bad_input_is_refused_naming_the_fix(tmp_path, finetuned_dir, cli_files, monkeypatch):
