@@ -43,17 +43,22 @@ def model_init_kwargs(model_args=None) -> dict:
             "attn_implementation": model_args.attn_implementation}
 
 
-def load_model(path: str, model_args=None, device=None):
+def load_model(path: str, model_args=None, device=None, merge_adapters: bool = False):
     """A saved causal language model (a folder or a hub id), whole, loaded with `model_args`' settings
     (`model_init_kwargs`) on `device` (default: this process's device, `accelerate.PartialState().device`). A folder
     of LoRA adapters (`adapter_config.json`, as an unlearning stage run with `--use_peft` saves) is loaded onto the
-    base model it names. Under ZeRO-3, load it inside `outside_zero3`."""
+    base model it names; with `merge_adapters`, merged into it (a plain model, as the attacks take one). Under
+    ZeRO-3, load it inside `outside_zero3`."""
     from accelerate import PartialState
     from transformers import AutoModelForCausalLM
     from trl.trainer.utils import create_model_from_path
 
     kwargs = {**model_init_kwargs(model_args), "device_map": None}
-    if os.path.exists(os.path.join(path, "adapter_config.json")):
+    if os.path.exists(os.path.join(path, "adapter_config.json")) and merge_adapters:
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(path, **kwargs).merge_and_unload()
+    elif os.path.exists(os.path.join(path, "adapter_config.json")):
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     else:
         model = create_model_from_path(path, **kwargs)

@@ -16,7 +16,7 @@ SCRIPT = ROOT / "examples" / "muse.py"
 TINY = ["--num_forget", "5", "--hidden_size", "32", "--num_layers", "1", "--vocab_size", "400", "--target_epochs", "2",
         "--num_train_epochs", "1", "--methods", "npo", "ga+rt", "--criteria_methods", "npo", "--max_length", "64",
         "--verbmem_max_new_tokens", "8", "--knowmem_max_new_tokens", "4", "--batch_size", "8",
-        "--disable_tqdm", "true"]
+        "--disable_tqdm", "true", "--attacks", "relearn", "quantize8", "--relearn_steps", "2"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -58,6 +58,13 @@ def test_every_stage_writes_its_outputs(tiny_run):
     for figure in ("fig_per_epoch.png", "fig_c5_c6.png"):
         assert (tiny_run / figure).read_bytes()[:8] == PNG_MAGIC
     assert (tiny_run / "results.csv").read_text().startswith("method,epoch,step,muse/")
+    attacks = json.loads((tiny_run / "attacks.json").read_text())  # --attacks: each unlearned model, beside it
+    assert attacks["attacks"] == ["relearn2", "quantize8"] and list(attacks["methods"]) == ["npo", "ga+rt"]
+    assert results["attacks"] == attacks and (tiny_run / "fig_attacks.png").read_bytes()[:8] == PNG_MAGIC
+    for method in ("npo", "ga+rt"):
+        metrics = json.loads((tiny_run / "unlearn" / method / "robustness.json").read_text())["metrics"]
+        assert 0 <= metrics["attack/relearn2/muse/verbmem_forget"] <= 100
+        assert "attack/quantize8/retain/muse/knowmem_forget" in metrics
 
 
 def test_a_second_run_skips_finished_stages(tiny_run):

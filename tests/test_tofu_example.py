@@ -17,7 +17,9 @@ from helpers import ROOT, refusals
 SCRIPT = ROOT / "examples" / "tofu.py"
 TINY = ["--num_authors", "20", "--qa_per_author", "5", "--hidden_size", "64", "--num_layers", "2",
         "--vocab_size", "600", "--pretrain_epochs", "1", "--finetune_epochs", "1", "--num_train_epochs", "1",
-        "--max_samples", "10", "--max_new_tokens", "8", "--batch_size", "16", "--disable_tqdm", "true"]
+        "--max_samples", "10", "--max_new_tokens", "8", "--batch_size", "16", "--disable_tqdm", "true",
+        "--attacks", "none"]
+ATTACKS = ["--attacks", "relearn", "quantize4", "--relearn_steps", "2"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -30,7 +32,7 @@ def run_example(output_dir, *args: str, launcher=(sys.executable,)) -> None:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("tofu")
-    run_example(output_dir, "--sanity_check", "true")
+    run_example(output_dir, "--sanity_check", "true", *ATTACKS)
     return output_dir
 
 
@@ -65,6 +67,26 @@ def test_every_stage_writes_its_outputs(tiny_run):
     arguments = json.loads((tiny_run / "arguments.json").read_text())  # this run's defaults, resolved once
     assert arguments["settings"]["max_new_tokens"] == 8 and arguments["settings"]["generation_batch_size"] == 7 * 16
     assert arguments["tiny_model"] == {"hidden_size": 64, "num_layers": 2, "vocab_size": 600}
+
+
+def test_attacks_write_their_table_and_files(tiny_run):
+    """--attacks (the default run's: relearning and quantization, here 2 relearning steps and 4 bits): each unlearned
+    model attacked once, beside it, and the report's table, CSV, JSON and figure; the baselines under the attacks."""
+    methods, keys = ["npo", "npo+rt", "ga", "ga+rt"], ["forget_prob", "forget_rouge", "forget_truth_ratio"]
+    for method in methods:
+        metrics = json.loads((tiny_run / "unlearn" / method / "robustness.json").read_text())["metrics"]
+        for attack in ("relearn2", "quantize4"):
+            assert all(math.isfinite(metrics[f"attack/{attack}/tofu/{key}"]) for key in keys), (method, attack)
+            assert f"attack/{attack}/recovery/tofu/forget_prob" in metrics
+            assert metrics[f"attack/{attack}/retain/tofu/forget_quality"] is not None
+    summary = json.loads((tiny_run / "attacks.json").read_text())
+    assert summary["attacks"] == ["relearn2", "quantize4"] and list(summary["methods"]) == methods
+    assert set(summary["baselines"]["quantize4"]) == {"retain", "finetuned"}
+    assert json.loads((tiny_run / "results.json").read_text())["attacks"] == summary
+    lines = (tiny_run / "attacks.csv").read_text().splitlines()
+    assert lines[0] == "method,seed,attack,metric,value,recovery"
+    assert len(lines) == 1 + len(methods) * 4 * 3 + 2 * 2 * 4  # method × key × (none + attacks), then baselines
+    assert (tiny_run / "fig_attacks.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_a_second_run_skips_finished_stages(tiny_run):
@@ -103,14 +125,17 @@ def test_stage_arguments_that_cannot_run_are_refused(tmp_path):
 
 
 def test_lora_unlearning_stage_saves_adapters_and_reports(tiny_run):
-    """ModelConfig's --use_peft flags reach the unlearning stage; the report loads the adapters onto `full`."""
+    """ModelConfig's --use_peft flags reach the unlearning stage; the report loads the adapters onto `full`; the
+    attack stage merges them into it."""
     run_example(tiny_run, "--methods", "simnpo", "--use_peft", "true", "--lora_r", "4", "--lora_target_modules",
-                "q_proj", "v_proj")
+                "q_proj", "v_proj", "--attacks", "quantize4")
     final = tiny_run / "unlearn" / "simnpo" / "final"
     assert (final / "adapter_config.json").exists() and not (final / "config.json").exists()
     rows = [json.loads(line) for line in (tiny_run / "unlearn" / "simnpo" / "tofu_metrics.jsonl").open()]
     assert len(rows) == 2 and all(math.isfinite(r["tofu/forget_quality"]) for r in rows)
     assert len(json.loads((tiny_run / "samples.json").read_text())["forget"]["simnpo"]) == 3
+    robustness = json.loads((tiny_run / "unlearn" / "simnpo" / "robustness.json").read_text())["metrics"]
+    assert math.isfinite(robustness["attack/quantize4/tofu/forget_prob"])  # the adapters merged, then quantized
 
 
 def test_seeds_unlearn_once_per_seed_and_report_the_spread(tiny_run):

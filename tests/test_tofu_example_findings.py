@@ -14,7 +14,8 @@ REDUCED = ["--num_authors", "40", "--qa_per_author", "10", "--hidden_size", "64"
            "--vocab_size", "800", "--pretrain_epochs", "10", "--finetune_epochs", "30", "--finetune_batch_size", "128",
            "--finetune_learning_rate", "5e-3", "--num_train_epochs", "6", "--per_device_train_batch_size", "8",
            "--retain_weight", "3", "--max_new_tokens", "8", "--max_samples", "40", "--privacy", "false",
-           "--methods", "npo+rt", "ga", "--seeds", "0", "1", "--disable_tqdm", "true"]
+           "--methods", "npo+rt", "ga", "--seeds", "0", "1", "--disable_tqdm", "true",
+           "--attacks", "none"]
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ def run_published(output_dir, *args: str) -> list[dict]:
     command = [sys.executable, str(SCRIPT), "--output_dir", str(output_dir), "--dataset", str(TOFU_DIR),
                "--forget_split", "forget01", "--num_authors", "4", "--methods", "npo", "--num_train_epochs", "1",
                "--max_samples", "6", "--max_new_tokens", "4", "--max_length", "512", "--batch_size", "8",
-               "--prompt_format", "tofu_phi", "--disable_tqdm", "true", *args]
+               "--prompt_format", "tofu_phi", "--disable_tqdm", "true", "--attacks", "none", *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     return [json.loads(line) for line in (output_dir / "unlearn" / "npo" / "tofu_metrics.jsonl").open()]
