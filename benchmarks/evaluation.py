@@ -30,7 +30,8 @@ def example_argv(sizes: Sizes, workdir: str) -> list[str]:
     argv = ["--output_dir", os.path.join(workdir, "tofu"), "--attacks", "none", "--methods", "npo",
             "--num_train_epochs", str(sizes.eval_epochs), "--num_authors", str(sizes.eval_authors),
             "--pretrain_epochs", str(sizes.eval_pretrain_epochs), "--finetune_epochs",
-            str(sizes.eval_finetune_epochs), "--max_samples", str(sizes.eval_rows), "--logging_steps", "1000000", "--disable_tqdm", "true"]
+            str(sizes.eval_finetune_epochs), "--max_samples", str(sizes.eval_rows), "--logging_steps", "1000000",
+            "--disable_tqdm", "true"]
     if sizes.eval_max_new_tokens:
         argv += ["--max_new_tokens", str(sizes.eval_max_new_tokens)]
     if sizes.eval_batch_size:
