@@ -12,7 +12,11 @@ PrivLeak needs the retrain model's AUCs: `--retrain_model` (scored here) or `--r
 AUCs are still reported. How the sets are evaluated are the flags of `npo_trl.muse.MUSEEvalSettings` (`--batch_size`,
 `--verbmem_max_new_tokens`, `--knowmem_max_new_tokens`, `--knowmem_trailing_space`, `--privleak_max_length`,
 `--min_k_fraction`).
-"""
+
+`--attacks relearn quantize8 quantize4` (`npo_trl.attacks.AttackArguments`' flags) also attacks the model and scores
+the copies' VerbMem and KnowMem on the documents that relearning does not train on (`npo_trl.muse.robustness`), with
+`--target_model` as recovery's reference and, with `--retrain_model`, both as baselines: the JSON's `attacks`.
+
 
 from dataclasses import dataclass, field
 

@@ -12,7 +12,11 @@ JSON, open-unlearning's TOFU_EVAL.json or a TOFU/NPO-repository eval log); witho
 are evaluated are the flags of `npo_trl.tofu.TOFUEvalSettings` (`--max_samples`, `--sample_seed`, `--batch_size`,
 `--generation_batch_size`, `--max_new_tokens`, `--prompt_format`, `--prompt_template`, `--completion_template`,
 `--token_boundary`, `--mask_pad_tokens`, `--min_k_fraction`).
-"""
+
+`--attacks relearn quantize8 quantize4` (`npo_trl.attacks.AttackArguments`' flags) also attacks the model and scores
+the copies on the forget rows that relearning does not train on (`npo_trl.tofu.robustness`), with `--finetuned_model`
+as recovery's reference and, with `--retain_model`, both as baselines under the same attacks: the JSON's `attacks`.
+
 
 from dataclasses import dataclass, field
 
