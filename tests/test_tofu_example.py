@@ -89,6 +89,22 @@ def test_attacks_write_their_table_and_files(tiny_run):
     assert (tiny_run / "fig_attacks.png").read_bytes()[:8] == PNG_MAGIC
 
 
+def test_robustness_benchmark_measures_a_finished_run(tiny_run, tmp_path):
+    """benchmarks/robustness.py (a robustness evaluation's cost against a plain one) on this run's models; no timing
+    assertion (a toy model on a shared CPU), only that every part was measured and written."""
+    from benchmarks import robustness
+
+    out = tmp_path / "robustness.json"
+    result = robustness.main(["--run", str(tiny_run), "--method", "npo", "--repeats", "1", "--attacks", "quantize8",
+                              "relearn", "--relearn_steps", "1", "--output", str(out)])
+    assert set(result["ratio_to_plain"]) == {
+        "robustness evaluation (every attack)", "held-out forget rows, unattacked", "relearn1: the attack",
+        "relearn1: its evaluation", "quantize8: the attack", "quantize8: its evaluation"}
+    assert all(ratio > 0 for ratio in result["ratio_to_plain"].values())
+    assert result["attacked_rows"] < result["rows"]["forget"] + result["rows"]["retain"]
+    assert json.loads(out.read_text())["median"] == result["median"]
+
+
 def test_a_second_run_skips_finished_stages(tiny_run):
     before = {p: p.stat().st_mtime_ns for p in tiny_run.rglob("model.safetensors")}
     run_example(tiny_run, "--sanity_check", "true")
