@@ -33,7 +33,7 @@ from transformers import AutoTokenizer
 from trl import ModelConfig, TrlParser
 
 from npo_trl import NPOConfig
-from npo_trl.config import method_losses
+from npo_trl.methods import method_losses, method_names
 from npo_trl.models import load_model, outside_zero3
 from npo_trl.muse import (
     MUSECallback,
@@ -153,12 +153,14 @@ def check_arguments(script_args: MUSEScriptArguments, model_args: ModelConfig) -
         raise ValueError("--retrain_model without --target_model: the built-in target has a tokenizer trained here, "
                          "which the given retrain model does not share; pass --target_model too, or "
                          "--model_name_or_path, the base both come from.")
+    raw_text = method_names(lambda row: not row.needs_replacement)  # MUSE has no replacement answers
     for flag, methods in (("--methods", script_args.methods),
                           ("--criteria_methods", script_args.criteria_methods if script_args.criteria else [])):
         for method in methods:
-            if method_losses(method)[0] not in ("npo", "ga", "simnpo"):
-                raise ValueError(f"{flag} {method!r}: use <npo|ga|simnpo>[+rt|+kl] (MUSE's forget sets are raw text, "
-                                 "with no replacement answer for idk/dpo).")
+            if method_losses(method)[0] not in raw_text:
+                raise ValueError(f"{flag} {method!r}: use <{'|'.join(raw_text)}>[+rt|+kl] (MUSE's forget sets are raw "
+                                 "text, with no replacement answer for "
+                                 f"{'/'.join(method_names(lambda row: row.needs_replacement))}).")
 
 
 def main(script_args: MUSEScriptArguments, tiny_args: TinyLlamaArguments, settings: MUSEEvalSettings,
