@@ -40,7 +40,7 @@ from npo_trl import NPOConfig
 from npo_trl.attacks.arguments import AttackArguments
 from npo_trl.attacks.report import format_attack_table, write_attack_report
 from npo_trl.attacks.stage import attack_stage
-from npo_trl.config import method_losses
+from npo_trl.methods import method_losses, method_names
 from npo_trl.models import load_model, outside_zero3
 from npo_trl.muse import (
     MUSECallback,
@@ -164,12 +164,14 @@ def check_arguments(script_args: MUSEScriptArguments, model_args: ModelConfig) -
         raise ValueError("--retrain_model without --target_model: the built-in target has a tokenizer trained here, "
                          "which the given retrain model does not share; pass --target_model too, or "
                          "--model_name_or_path, the base both come from.")
+    raw_text = method_names(lambda row: not row.needs_replacement)  # MUSE has no replacement answers
     for flag, methods in (("--methods", script_args.methods),
                           ("--criteria_methods", script_args.criteria_methods if script_args.criteria else [])):
         for method in methods:
-            if method_losses(method)[0] not in ("npo", "ga", "simnpo"):
-                raise ValueError(f"{flag} {method!r}: use <npo|ga|simnpo>[+rt|+kl] (MUSE's forget sets are raw text, "
-                                 "with no replacement answer for idk/dpo).")
+            if method_losses(method)[0] not in raw_text:
+                raise ValueError(f"{flag} {method!r}: use <{'|'.join(raw_text)}>[+rt|+kl] (MUSE's forget sets are raw "
+                                 "text, with no replacement answer for "
+                                 f"{'/'.join(method_names(lambda row: row.needs_replacement))}).")
 
 
 ATTACK_KEYS = ["muse/verbmem_forget", "muse/knowmem_forget"]

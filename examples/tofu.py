@@ -35,6 +35,7 @@ from npo_trl import NPOConfig
 from npo_trl.attacks.arguments import AttackArguments
 from npo_trl.attacks.report import format_attack_table, write_attack_report
 from npo_trl.attacks.stage import attack_stage
+from npo_trl.methods import method_losses, method_names
 from npo_trl.models import model_init_kwargs, outside_zero3
 from npo_trl.stages import (
     TinyLlamaArguments,
@@ -85,7 +86,7 @@ class TOFUScriptArguments:
         "help": "'synthetic' (the offline generator), a local folder in TOFU's layout, or 'locuslab/TOFU'."})
     forget_split: str = field(default="forget10", metadata={"help": "forget01/05/10 (synthetic: also 20/30/50/90)."})
     methods: list[str] = field(default_factory=lambda: ["npo", "npo+rt", "ga", "ga+rt"], metadata={
-        "help": "Unlearning methods: <forget_loss>[+rt|+kl], forget_loss among npo, ga, simnpo, idk, dpo."})
+        "help": f"Unlearning methods: <forget_loss>[+rt|+kl], forget_loss among {', '.join(method_names())}."})
     seeds: list[int] | None = field(default=None, metadata={
         "help": "Unlearn every method once per seed into unlearn/<method>/seed<k>/ (the report: median and min-max "
                 "over seeds). The fine-tuned and retain models are trained once, with --seed. Default: one run."})
@@ -107,6 +108,8 @@ class TOFUScriptArguments:
 
 def check_arguments(script_args: TOFUScriptArguments, args: NPOConfig, model_args: ModelConfig) -> None:
     """Refuse, before anything trains, a combination of stages that cannot run."""
+    for method in script_args.methods:
+        method_losses(method)  # a ValueError naming the valid methods
     seeds = script_args.seeds
     if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
         raise ValueError(f"--seeds {seeds}: give distinct seeds, e.g. --seeds 0 1 2 3 4.")

@@ -5,24 +5,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import DPOConfig
 
-FORGET_LOSSES = ("npo", "ga", "simnpo", "idk", "dpo")
-RETAIN_LOSSES = (None, "nll", "kl")
-# Losses that compare the policy with π_ref; the others need no reference model at all.
-REFERENCE_FORGET_LOSSES = ("npo", "dpo")
-# Losses that train on a replacement answer ("I don't know") for each forget prompt.
-REPLACEMENT_FORGET_LOSSES = ("idk", "dpo")
-# The paper's method names: <forget_loss>[+rt|+kl], the suffix naming the retain loss.
-METHOD_RETAIN_SUFFIXES = {"": None, "rt": "nll", "kl": "kl"}
-
-
-def method_losses(method: str) -> tuple[str, str | None]:
-    """(forget_loss, retain_loss) of a method as the NPO paper names it: "npo" → ("npo", None), "npo+rt" → ("npo",
-    "nll"), "ga+kl" → ("ga", "kl"), "idk+rt", "simnpo", ..."""
-    forget_loss, _, suffix = method.partition("+")
-    if forget_loss not in FORGET_LOSSES or suffix not in METHOD_RETAIN_SUFFIXES:
-        raise ValueError(f"method {method!r}: use <forget_loss>[+rt|+kl] with forget_loss among "
-                         f"{list(FORGET_LOSSES)}.")
-    return forget_loss, METHOD_RETAIN_SUFFIXES[suffix]
+from .methods import METHODS, RETAIN_LOSSES, check_combination, method_losses, method_names
 
 
 @dataclass
@@ -41,9 +24,10 @@ class NPOConfig(DPOConfig):
         > Parameters that control the unlearning objective
 
         forget_loss (`str`, *optional*, defaults to `"npo"`):
-            Loss on the forget set: `"npo"` (eq. 3), `"ga"` (gradient ascent, eq. 1), `"simnpo"` (reference-free,
-            length-normalised), `"idk"` (NLL on a replacement answer such as "I don't know") or `"dpo"` (DPO with the
-            replacement as chosen and the forget answer as rejected).
+            Loss on the forget set, a row of `npo_trl.methods.METHODS`: `"npo"` (eq. 3), `"ga"` (gradient ascent,
+            eq. 1), `"simnpo"` (reference-free, length-normalised), `"idk"` (NLL on a replacement answer such as "I
+            don't know"), `"dpo"` (DPO with the replacement as chosen and the forget answer as rejected), ...
+            NPOConfig refuses a name the registry lacks and a combination its row refuses.
         retain_loss (`str` or `None`, *optional*, defaults to `None`):
             Loss on the retain set: `None`, `"nll"` (the paper's +RT) or `"kl"` (KL(π_ref‖π_θ) on the retain
             completion tokens, the paper's +KL). Needs `retain_dataset`.
@@ -93,7 +77,7 @@ class NPOConfig(DPOConfig):
     )
     forget_loss: str = field(
         default="npo",
-        metadata={"help": "Loss on the forget set.", "choices": list(FORGET_LOSSES)},
+        metadata={"help": "Loss on the forget set (npo_trl.methods.METHODS).", "choices": method_names()},
     )
     retain_loss: str | None = field(
         default=None,
@@ -133,10 +117,7 @@ class NPOConfig(DPOConfig):
             self.activation_checkpointing = True
         if isinstance(self.retain_loss, str) and self.retain_loss.lower() in ("none", "null", ""):
             self.retain_loss = None
-        if self.forget_loss not in FORGET_LOSSES:
-            raise ValueError(f"forget_loss={self.forget_loss!r} is unknown: use one of {list(FORGET_LOSSES)}.")
-        if self.retain_loss not in RETAIN_LOSSES:
-            raise ValueError(f"retain_loss={self.retain_loss!r} is unknown: use one of {list(RETAIN_LOSSES)}.")
+        check_combination(self.forget_loss, self.retain_loss, self.precompute_ref_log_probs)
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0 (got {self.beta}); as beta → 0 NPO becomes forget_loss='ga'.")
         for name in ("forget_weight", "retain_weight"):
@@ -152,7 +133,7 @@ class NPOConfig(DPOConfig):
         if loss_type != ["sigmoid"] or self.use_weighting or self.ld_alpha is not None:
             raise ValueError(
                 "loss_type, use_weighting and ld_alpha are DPO options that NPOTrainer does not use: choose the "
-                f"objective with forget_loss {list(FORGET_LOSSES)} and retain_loss {list(RETAIN_LOSSES)}."
+                f"objective with forget_loss {method_names()} and retain_loss {list(RETAIN_LOSSES)}."
             )
         self._resolve_for_a_cpu_machine()
         super().__post_init__()
@@ -202,8 +183,14 @@ class NPOConfig(DPOConfig):
     @property
     def needs_reference(self) -> bool:
         """Whether the objective compares the policy with π_ref (so a reference model or its log-probs exist)."""
-        return self.forget_loss in REFERENCE_FORGET_LOSSES or self.retain_loss == "kl"
+        return self.method.needs_reference or self.retain_loss == "kl"
 
     @property
     def needs_replacement(self) -> bool:
-        return self.forget_loss in REPLACEMENT_FORGET_LOSSES
+        """Whether the forget rows carry a replacement answer ("I don't know")."""
+        return self.method.needs_replacement
+
+    @property
+    def method(self):
+        """The registry row of `forget_loss` (`npo_trl.methods.Method`)."""
+        return METHODS[self.forget_loss]

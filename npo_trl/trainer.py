@@ -12,8 +12,10 @@ from trl.trainer.utils import get_config_model_id
 
 from . import losses
 from .checks import checked_inputs
-from .config import REFERENCE_FORGET_LOSSES, NPOConfig
+from .config import NPOConfig
 from .data import DataCollatorForUnlearning, RetainStream, to_unlearning_rows, unstack
+from .method_state import MethodStateCallback
+from .methods import DISTRIBUTIONS, TOKENS, ForgetInputs, Method
 from .models import reference_adapter, upcast_quantized_adapters
 
 
@@ -25,7 +27,8 @@ class NPOTrainer(DPOTrainer):
     NPO is DPO with only a rejected answer, so this trainer is TRL's [`~trl.DPOTrainer`]: the reference model
     (a frozen copy of `model`, or the PEFT base with adapters disabled), `precompute_ref_log_probs`, PEFT, DeepSpeed
     and logging are DPO's. What differs: forget-only datasets, an optional retain set, and the losses of
-    [`NPOConfig`] (NPO, GA, SimNPO, IDK, DPO; + NLL or KL on the retain set).
+    [`NPOConfig`] (the rows of `npo_trl.methods.METHODS`: NPO, GA, SimNPO, IDK, DPO, ...; + NLL or KL on the
+    retain set).
 
     Example:
 
@@ -134,6 +137,8 @@ class NPOTrainer(DPOTrainer):
                 len(self.retain_dataset), args.retain_batch_size or args.per_device_train_batch_size, args.seed
             )
         self._retain_micro_step = (-1, 0)  # (global_step, micro-batches seen at that step)
+        if args.method.state is not None:  # kept in the checkpoints (`MethodStateCallback`)
+            self.add_callback(MethodStateCallback(args.forget_loss, args.method.state()))
 
         for callback in self.callback_handler.callbacks:  # e.g. TOFUCallback, which logs through its trainer
             if callable(getattr(callback, "bind", None)) and getattr(callback, "trainer", None) is None:
@@ -194,9 +199,12 @@ class NPOTrainer(DPOTrainer):
                         use_cache=False, fused_lm_head=True)
         return out.log_probs[:, -mask.size(1):], mask  # prompt-learning PEFT prepends virtual tokens
 
-    def _completion_logprobs(self, model, batch, reference: bool = False) -> torch.Tensor:
-        """Full next-token log-distributions at the completion tokens, (num_tokens, vocab), for the KL term."""
+    def _completion_logprobs(self, model, batch, reference: bool = False, rows=None) -> torch.Tensor:
+        """Full next-token log-distributions at the completion tokens, (num_tokens, vocab), for the KL term (with
+        `rows`, a boolean mask of the batch's rows: theirs only)."""
         mask = batch["completion_mask"][:, 1:].bool()
+        if rows is not None:
+            mask = mask & rows[:, None]
         positions = mask.any(0).nonzero().squeeze(1)  # only these columns' logits are built
         with self._reference_context(model) if reference else contextlib.nullcontext():
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
@@ -242,35 +250,18 @@ class NPOTrainer(DPOTrainer):
 
     # ---------------------------------------------------------------- loss
     def _compute_loss(self, model, inputs, return_outputs):
-        args, mode = self.args, ("train" if self.model.training else "eval")
-        token_logps, mask = self._token_logps(model, inputs)
-        logps, lengths = token_logps.sum(1), mask.sum(1)
-        ref_logps = self._forget_ref_logps(inputs) if args.forget_loss in REFERENCE_FORGET_LOSSES else None
-
-        # Rows are [replacements; forget answers] when the loss trains on replacement answers (`unstack`).
-        paired = args.needs_replacement
-        finite = self._finite_rows([logps] if ref_logps is None else [logps, ref_logps], inputs, "forget", paired)
-        (rep_logps, logps), (rep_lengths, lengths) = unstack(logps[finite], paired), unstack(lengths[finite], paired)
-        rep_ref_logps, ref_logps = (None, None) if ref_logps is None else unstack(ref_logps[finite], paired)
-
-        if args.forget_loss == "npo":
-            forget_loss = losses.npo_loss(logps, ref_logps, args.beta)
-        elif args.forget_loss == "ga":
-            forget_loss = losses.ga_loss(logps)
-        elif args.forget_loss == "simnpo":
-            forget_loss = losses.simnpo_loss(logps, lengths, args.beta, args.gamma)
-        elif args.forget_loss == "idk":
-            forget_loss = losses.nll_loss(rep_logps, rep_lengths)
-        else:
-            forget_loss = losses.dpo_loss(rep_logps, rep_ref_logps, logps, ref_logps, args.beta)
+        args, mode, row = self.args, ("train" if self.model.training else "eval"), self.args.method
+        forget = self._forget_inputs(model, inputs, row)
+        settings = row.settings(args, self._method_state())
+        forget_loss = row.loss(forget, **settings)  # the method's formula in npo_trl.losses (npo_trl.methods)
         loss = args.forget_weight * forget_loss
 
-        metrics = {"loss/forget": forget_loss, "forget/logps": logps}
-        if ref_logps is not None:
-            metrics["forget/ref_logps"] = ref_logps
-            metrics["forget/log_ratio"] = logps - ref_logps
-            if args.forget_loss == "npo":
-                metrics["npo/weight"] = losses.npo_weight(logps, ref_logps, args.beta)
+        metrics = {"loss/forget": forget_loss, "forget/logps": forget.logps}
+        if forget.ref_logps is not None:
+            metrics["forget/ref_logps"] = forget.ref_logps
+            metrics["forget/log_ratio"] = forget.logps - forget.ref_logps
+        if row.metrics is not None:
+            metrics.update(row.metrics(forget, **settings))
 
         if mode == "train" and args.retain_loss is not None:
             if args.separate_backward and torch.is_grad_enabled() and "lomo" not in str(args.optim):
@@ -293,10 +284,46 @@ class NPOTrainer(DPOTrainer):
             metrics["loss/retain"] = retain_loss
 
         self._check_finite(loss)
+        logged = {}
         for key, value in metrics.items():  # mean per process, then across processes
             value = value.detach().float().mean().reshape(1)
-            self._metrics[mode][key].append(self.accelerator.gather(value).mean().item())
+            logged[key] = self.accelerator.gather(value).mean().item()
+            self._metrics[mode][key].append(logged[key])
+        if mode == "train" and row.update is not None:  # the same values on every process: the same state
+            row.update(self._method_state(), logged, **row.settings(args))
         return (loss, None) if return_outputs else loss
+
+    def _forget_inputs(self, model, inputs, row: Method) -> ForgetInputs:
+        """The forget answers' log-probs that `row` reads (`Method.inputs`), for the rows whose values are finite."""
+        token_logps, mask = self._token_logps(model, inputs)
+        logps, lengths = token_logps.sum(1), mask.sum(1)
+        ref_token_logps, ref_logps = (self._forget_ref_logps(inputs, row.per_token_reference) if row.needs_reference
+                                      else (None, None))
+
+        # Rows are [replacements; forget answers] when the loss trains on replacement answers (`unstack`).
+        paired = row.needs_replacement
+        finite = self._finite_rows([logps] if ref_logps is None else [logps, ref_logps], inputs, "forget", paired)
+        (rep_logps, logps), (rep_lengths, lengths) = unstack(logps[finite], paired), unstack(lengths[finite], paired)
+        rep_ref_logps, ref_logps = (None, None) if ref_logps is None else unstack(ref_logps[finite], paired)
+        values = dict(logps=logps, lengths=lengths, ref_logps=ref_logps, replacement_logps=rep_logps,
+                      replacement_lengths=rep_lengths, replacement_ref_logps=rep_ref_logps)
+        if TOKENS in row.inputs:  # already computed: only kept
+            values["token_logps"] = unstack(token_logps[finite], paired)[1]
+            values["token_mask"] = unstack(mask[finite], paired)[1]
+            if ref_token_logps is not None:
+                values["ref_token_logps"] = unstack(ref_token_logps[finite], paired)[1]
+        if DISTRIBUTIONS in row.inputs:  # one more forward pass each, only for a row that asks; not the replacements
+            forget_rows = finite & (torch.arange(len(finite), device=finite.device) >= len(finite) // 2 * paired)
+            values["token_logprobs"] = self._completion_logprobs(model, inputs, rows=forget_rows)
+            if row.needs_reference:
+                values["ref_token_logprobs"] = self._completion_logprobs(self._reference_model(), inputs,
+                                                                         reference=True, rows=forget_rows)
+        return ForgetInputs(**values)
+
+    def _method_state(self) -> dict | None:
+        """The stateful method's state (`Method.state`), looked up each time: resuming may replace its callback."""
+        found = [cb for cb in self.callback_handler.callbacks if isinstance(cb, MethodStateCallback)]
+        return found[0].values if found else None
 
     def _check_finite(self, loss):
         if not torch.isfinite(loss):
@@ -318,13 +345,15 @@ class NPOTrainer(DPOTrainer):
         else:
             self.accelerator.backward(loss)
 
-    def _forget_ref_logps(self, inputs) -> torch.Tensor:
+    def _forget_ref_logps(self, inputs, per_token: bool = False) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """log π_ref per token (with `per_token`, else None; NPOConfig refuses it with precomputed log-probs) and per
+        sequence, for the forget batch's rows."""
         if self.precompute_ref_logps:
             keys = (["ref_chosen_logps", "ref_rejected_logps"] if self.args.needs_replacement
                     else ["ref_rejected_logps"])
-            return torch.cat([inputs[k] for k in keys]).float()
+            return None, torch.cat([inputs[k] for k in keys]).float()
         ref_token_logps, _ = self._token_logps(self._reference_model(), inputs, reference=True)
-        return ref_token_logps.sum(1)
+        return (ref_token_logps if per_token else None), ref_token_logps.sum(1)
 
     def _finite_rows(self, values, batch, role, paired) -> torch.Tensor:
         """Which rows have finite log-probs; raise (naming step and rows) or count them, per `nonfinite_loss`."""

@@ -133,7 +133,8 @@ def test_stage_arguments_that_cannot_run_are_refused(tmp_path):
     refused = {"pass one": ["--retain_model", "r", "--reference_stats", "s.json"],
                "--finetuned_model skips the base model": ["--finetuned_model", "f"],
                "leave --seed out of --seeds": ["--seeds", "0", "42", "--sanity_check", "true"],
-               "give distinct seeds": ["--seeds", "0", "1", "0"]}
+               "give distinct seeds": ["--seeds", "0", "1", "0"],
+               "method 'rmu': use <forget_loss>[+rt|+kl] with forget_loss among ['npo', 'ga'": ["--methods", "rmu"]}
     messages = refusals(SCRIPT, [["--output_dir", str(tmp_path), *args] for args in refused.values()])
     for expected, message in zip(refused, messages, strict=True):
         assert message is not None and expected in message, (expected, message)

@@ -1,0 +1,190 @@
+"""The unlearning methods: one row per forget loss, which everything that names a method reads.
+
+`NPOConfig` takes its `forget_loss` choices, its checks and `method_losses` from `METHODS`; `NPOTrainer` computes
+the inputs a row asks for and calls `row.loss(forget, **row.settings(args, state))`, which calls the formula in
+`npo_trl.losses`; the examples check `--methods` against it, and the docs' method table is `markdown_table()`'s
+output. Imports stay light: torch only.
+
+Adding a method is one pure function in `losses.py` (citing its equation) and one row in `METHODS`' list, e.g. a
+per-token method:
+
+    Method("wga", lambda forget, beta: losses.wga_loss(forget.token_logps, forget.token_mask, beta),
+           functions=(losses.wga_loss,), formula="...", paper="Wang et al. 2025, arXiv ...", equation="eq. 4",
+           inputs=(TOKENS,), hyperparameters=("beta",)),
+
+then the table in docs/guides/trainer.md regenerated (`python -c "from npo_trl.methods import markdown_table;
+print(markdown_table())"`; a test compares them); a hyper-parameter NPOConfig lacks becomes a field there, with its
+help.
+
+- `inputs` says which log-probabilities of the forget answers `row.loss` reads (`ForgetInputs`): `SEQUENCE` (per
+  sequence, the sum over the answer's tokens, and |y|: every method today), `TOKENS` (per token, `token_logps` and
+  `token_mask`, (rows, T): the trainer's forward pass makes them anyway, so this costs nothing) or `DISTRIBUTIONS`
+  (the next-token log-distributions at the answer's tokens, `token_logprobs`, (num_tokens, vocab): one more forward
+  pass that builds the full logits, made only for a row that asks). With `needs_reference`, the reference's of the same
+  kind come too (`ref_logps`, `ref_token_logps`, `ref_token_logprobs`); per-token ones need a live π_ref, so such a row
+  refuses `precompute_ref_log_probs` (the precomputed columns hold sums).
+- `needs_replacement`: the forget set's rows carry a replacement answer ("I don't know"), whose log-probs come as
+  `replacement_logps`, `replacement_lengths` (and `replacement_ref_logps`).
+- `hyperparameters` names the NPOConfig fields the loss reads; they are passed to it by name (a field the loss does
+  not take fails at once), and listed in the docs table.
+- `retain_losses` are the retain losses the method combines with; NPOConfig refuses the others.
+- A stateful method (PDU's dual variable) sets `state` to a function returning its initial state, a dict of floats.
+  The trainer keeps that dict in `npo_trl.method_state.MethodStateCallback`, written into every checkpoint's
+  trainer_state.json (`stateful_callbacks`, JSON: floats come back exactly) and read back on resume, and passes it to
+  `loss` (and `metrics`) as `state=`, which only read it. `update(state, logged, **hyper-parameters)` changes it in
+  place after each training micro-batch, from `logged`: that micro-batch's logged values as floats ("loss/forget",
+  "loss/retain", "forget/logps", ...), each the mean over processes, so every process holds the same state. E.g. PDU:
+
+      Method("pdu", lambda forget, state, beta: losses.pdu_forget_loss(forget.logps, state["dual"], beta),
+             functions=(losses.pdu_forget_loss, losses.pdu_dual_step), ..., hyperparameters=("beta", "pdu_step"),
+             retain_losses=("nll",), state=lambda: {"dual": 0.0},
+             update=lambda state, logged, beta, pdu_step: state.update(
+                 dual=losses.pdu_dual_step(state["dual"], logged["loss/retain"], pdu_step))),
+- `metrics`, optional, gives more values to log (e.g. NPO's `npo/weight`), from the same inputs and settings.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from . import losses
+
+SEQUENCE = "sequence"  # log π(y|x) summed over the answer's tokens, and |y|
+TOKENS = "tokens"  # log π(y_t|x, y_<t) of each answer token, (rows, T), and the mask of the answer's tokens
+DISTRIBUTIONS = "distributions"  # log π(·|x, y_<t) over the vocabulary at each answer token, (num_tokens, vocab)
+INPUTS = (SEQUENCE, TOKENS, DISTRIBUTIONS)
+RETAIN_LOSSES = (None, "nll", "kl")
+# The paper's method names: <forget_loss>[+rt|+kl], the suffix naming the retain loss.
+METHOD_RETAIN_SUFFIXES = {"": None, "rt": "nll", "kl": "kl"}
+
+
+@dataclass(frozen=True)
+class ForgetInputs:
+    """What a forget loss reads, for the rows of one micro-batch whose log-probabilities are finite. Only the fields
+    of the row's `inputs` (and, with `needs_reference`/`needs_replacement`, their reference and replacement values)
+    are set; the others are None."""
+
+    logps: torch.Tensor  # log π_θ(y|x) of each forget answer, (rows,)
+    lengths: torch.Tensor  # |y|, (rows,)
+    ref_logps: torch.Tensor | None = None
+    replacement_logps: torch.Tensor | None = None
+    replacement_lengths: torch.Tensor | None = None
+    replacement_ref_logps: torch.Tensor | None = None
+    token_logps: torch.Tensor | None = None  # (rows, T), zero outside token_mask
+    token_mask: torch.Tensor | None = None
+    ref_token_logps: torch.Tensor | None = None
+    token_logprobs: torch.Tensor | None = None  # (num_tokens, vocab), the forget answers' tokens in row order
+    ref_token_logprobs: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Method:
+    """One forget loss: how the trainer computes it and what it needs (see the module's docstring)."""
+
+    name: str
+    loss: Callable[..., torch.Tensor]  # (ForgetInputs, **settings) → scalar to minimise
+    functions: tuple[Callable, ...]  # the formulas of `npo_trl.losses` it calls
+    formula: str  # per forget row, for the docs table (Markdown, `|` escaped)
+    paper: str
+    equation: str  # in `paper`; "" where the paper numbers none
+    needs_reference: bool = False
+    needs_replacement: bool = False
+    inputs: tuple[str, ...] = (SEQUENCE,)
+    hyperparameters: tuple[str, ...] = ()
+    retain_losses: tuple[str | None, ...] = RETAIN_LOSSES
+    state: Callable[[], dict[str, float]] | None = None
+    update: Callable[..., None] | None = None  # (state, logged metrics, **hyper-parameters), after each micro-batch
+    metrics: Callable[..., dict[str, torch.Tensor]] | None = None
+
+    def __post_init__(self):
+        if not self.name.isidentifier() or self.name != self.name.lower():
+            raise ValueError(f"method name {self.name!r}: use a lower-case identifier (it is a --forget_loss value).")
+        unknown = [kind for kind in self.inputs if kind not in INPUTS]
+        if unknown or not set(self.retain_losses) <= set(RETAIN_LOSSES):
+            raise ValueError(f"method {self.name!r}: inputs among {list(INPUTS)}, retain_losses among "
+                             f"{list(RETAIN_LOSSES)}.")
+
+    def settings(self, args, state: dict | None = None) -> dict:
+        """The keyword arguments of `loss` and `metrics`: the NPOConfig fields of `hyperparameters`, and the `state`
+        of a stateful method (without it: the hyper-parameters only, as `update` takes them)."""
+        values = {name: getattr(args, name) for name in self.hyperparameters}
+        return values if self.state is None or state is None else {**values, "state": state}
+
+    @property
+    def per_token_reference(self) -> bool:
+        return self.needs_reference and any(kind != SEQUENCE for kind in self.inputs)
+
+
+NPO_PAPER = "Zhang et al. 2024, arXiv 2404.05868"
+METHODS: dict[str, Method] = {row.name: row for row in [
+    Method("npo", lambda forget, beta: losses.npo_loss(forget.logps, forget.ref_logps, beta),
+           functions=(losses.npo_loss,), paper=NPO_PAPER, equation="eq. 3",
+           formula="−(2/β) log σ(−β (log π_θ(y\\|x) − log π_ref(y\\|x)))",
+           needs_reference=True, hyperparameters=("beta",),
+           metrics=lambda forget, beta: {"npo/weight": losses.npo_weight(forget.logps, forget.ref_logps, beta)}),
+    Method("ga", lambda forget: losses.ga_loss(forget.logps), functions=(losses.ga_loss,), paper=NPO_PAPER,
+           equation="eq. 1", formula="log π_θ(y\\|x)"),
+    Method("simnpo", lambda forget, beta, gamma: losses.simnpo_loss(forget.logps, forget.lengths, beta, gamma),
+           functions=(losses.simnpo_loss,), paper="Fan et al. 2024, arXiv 2410.07163", equation="",
+           formula="−(2/β) log σ(β (−log π_θ(y\\|x)/\\|y\\| − γ))", hyperparameters=("beta", "gamma")),
+    Method("idk", lambda forget: losses.nll_loss(forget.replacement_logps, forget.replacement_lengths),
+           functions=(losses.nll_loss,), paper="Maini et al. 2024 (TOFU), arXiv 2401.06121", equation="",
+           formula="−log π_θ(y_idk\\|x) per token (NLL on a replacement answer, \"I don't know\")",
+           needs_replacement=True),
+    Method("dpo", lambda forget, beta: losses.dpo_loss(forget.replacement_logps, forget.replacement_ref_logps,
+                                                       forget.logps, forget.ref_logps, beta),
+           functions=(losses.dpo_loss,), paper=NPO_PAPER, equation="eq. 2",
+           formula="−(1/β) log σ(β (log π_θ/π_ref (y_idk) − log π_θ/π_ref (y))), the replacement as chosen",
+           needs_reference=True, needs_replacement=True, hyperparameters=("beta",)),
+]}
+
+
+def method_names(predicate: Callable[[Method], bool] = lambda row: True) -> list[str]:
+    """The names of the rows for which `predicate` holds, in the registry's order."""
+    return [name for name, row in METHODS.items() if predicate(row)]
+
+
+def method_losses(method: str) -> tuple[str, str | None]:
+    """(forget_loss, retain_loss) of a method as the NPO paper names it: "npo" → ("npo", None), "npo+rt" → ("npo",
+    "nll"), "ga+kl" → ("ga", "kl"), "idk+rt", "simnpo", ..."""
+    forget_loss, _, suffix = method.partition("+")
+    if forget_loss not in METHODS or suffix not in METHOD_RETAIN_SUFFIXES:
+        raise ValueError(f"method {method!r}: use <forget_loss>[+rt|+kl] with forget_loss among "
+                         f"{method_names()}.")
+    retain_loss = METHOD_RETAIN_SUFFIXES[suffix]
+    check_combination(forget_loss, retain_loss)
+    return forget_loss, retain_loss
+
+
+def check_combination(forget_loss: str, retain_loss: str | None, precompute_ref_log_probs: bool = False) -> Method:
+    """The row of `forget_loss`, or a ValueError naming the valid choices when the combination cannot run."""
+    if forget_loss not in METHODS:
+        raise ValueError(f"forget_loss={forget_loss!r} is unknown: use one of {method_names()}.")
+    row = METHODS[forget_loss]
+    if retain_loss not in RETAIN_LOSSES:
+        raise ValueError(f"retain_loss={retain_loss!r} is unknown: use one of {list(RETAIN_LOSSES)}.")
+    if retain_loss not in row.retain_losses:
+        raise ValueError(f"forget_loss={forget_loss!r} does not combine with retain_loss={retain_loss!r}: use one of "
+                         f"{list(row.retain_losses)}, or a forget_loss among "
+                         f"{method_names(lambda other: retain_loss in other.retain_losses)}.")
+    if precompute_ref_log_probs and row.per_token_reference:
+        raise ValueError(f"forget_loss={forget_loss!r} reads π_ref per token, which precompute_ref_log_probs does "
+                         "not store (it holds sums): set precompute_ref_log_probs=False, or use a forget_loss among "
+                         f"{method_names(lambda other: not other.per_token_reference)}.")
+    return row
+
+
+def markdown_table() -> str:
+    """The docs' table of the forget losses (docs/guides/trainer.md), one line per row of `METHODS`."""
+    lines = ["| `forget_loss` | formula (per forget row, averaged) | source | function | reference model | "
+             "replacement answer | inputs | hyper-parameters | retain losses |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in METHODS.values():
+        cells = [f"`\"{row.name}\"`", row.formula, ", ".join(filter(None, (row.paper, row.equation))),
+                 ", ".join(f"`{function.__name__}`" for function in row.functions),
+                 "yes" if row.needs_reference else "no", "yes" if row.needs_replacement else "no",
+                 ", ".join(row.inputs), ", ".join(row.hyperparameters) or "—",
+                 ", ".join(f"`{name}`" for name in row.retain_losses)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,149 @@
+"""The method registry: every row trains through NPOTrainer, NPOConfig refuses what no row allows, the docs' table is
+the registry's, and the hooks for per-token and stateful methods work (rows added here, for the test only)."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from npo_trl import NPOConfig, NPOTrainer, losses
+from npo_trl.methods import DISTRIBUTIONS, METHODS, TOKENS, Method, markdown_table, method_losses, method_names
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config(tmp_path, **kwargs):
+    defaults = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, learning_rate=1e-3, max_steps=2,
+                    logging_steps=1, report_to="none", activation_checkpointing=False, save_strategy="no",
+                    replacement_answers=["I don't know.", "I have no idea."], seed=0)
+    return NPOConfig(**{**defaults, **kwargs})
+
+
+def train(tmp_path, model_dir, tokenizer, forget_ds, retain_ds=None, **kwargs):
+    from transformers import AutoModelForCausalLM
+
+    trainer = NPOTrainer(AutoModelForCausalLM.from_pretrained(model_dir), args=config(tmp_path, **kwargs),
+                         train_dataset=forget_ds, retain_dataset=retain_ds, processing_class=tokenizer)
+    trainer.train()
+    return trainer, [row for row in trainer.state.log_history if "loss/forget" in row]
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_row_trains_two_steps(tmp_path, finetuned_dir, tokenizer, forget_ds, retain_ds, name):
+    row = METHODS[name]
+    retain_loss = "kl" if "kl" in row.retain_losses else row.retain_losses[-1]
+    trainer, logs = train(tmp_path, finetuned_dir, tokenizer, forget_ds, retain_ds if retain_loss else None,
+                          forget_loss=name, retain_loss=retain_loss)
+    assert trainer.state.global_step == 2 and len(logs) == 2
+    assert all(torch.isfinite(torch.tensor(row["loss/forget"])) for row in logs)
+    assert (trainer.ref_model is not None) == (row.needs_reference or retain_loss == "kl")
+    assert ("forget/ref_logps" in logs[0]) == row.needs_reference
+
+
+def test_rows_are_consistent():
+    for name, row in METHODS.items():
+        assert row.name == name and row.functions and all(hasattr(losses, f.__name__) for f in row.functions)
+        assert all(hasattr(NPOConfig, field) for field in row.hyperparameters), name
+        assert None in row.retain_losses, name  # every method runs alone
+
+
+def test_unknown_names_and_impossible_combinations_list_the_valid_ones(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=re.escape(f"forget_loss='rmu' is unknown: use one of {method_names()}")):
+        config(tmp_path, forget_loss="rmu")
+    with pytest.raises(ValueError, match=re.escape("retain_loss='l2' is unknown: use one of [None, 'nll', 'kl']")):
+        config(tmp_path, retain_loss="l2")
+    alone = Method("alone", lambda forget: losses.ga_loss(forget.logps), functions=(losses.ga_loss,), formula="",
+                   paper="", equation="", retain_losses=(None, "nll"))
+    monkeypatch.setitem(METHODS, "alone", alone)
+    with pytest.raises(ValueError, match=re.escape("forget_loss='alone' does not combine with retain_loss='kl': use "
+                                                   "one of [None, 'nll'], or a forget_loss among ['npo', 'ga'")):
+        config(tmp_path, forget_loss="alone", retain_loss="kl")
+    with pytest.raises(ValueError, match="does not combine"):
+        method_losses("alone+kl")
+    assert method_losses("alone+rt") == ("alone", "nll")
+    per_token = Method("per_token", lambda forget: losses.ga_loss(forget.token_logps.sum(1)),
+                       functions=(losses.ga_loss,), formula="", paper="", equation="", needs_reference=True,
+                       inputs=(TOKENS,))
+    monkeypatch.setitem(METHODS, "per_token", per_token)
+    with pytest.raises(ValueError, match=r"reads π_ref per token.*precompute_ref_log_probs=False.*\['npo', 'ga'"):
+        config(tmp_path, forget_loss="per_token", precompute_ref_log_probs=True)
+    with pytest.raises(ValueError, match="lower-case identifier"):
+        Method("NPO+x", alone.loss, functions=(), formula="", paper="", equation="")
+
+
+def test_the_registry_imports_torch_only():
+    code = ("import sys, npo_trl.methods; "
+            "heavy = [m for m in ('transformers', 'trl', 'datasets') if m in sys.modules]; assert not heavy, heavy")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_docs_table_is_the_registrys():
+    """docs/guides/trainer.md holds `markdown_table()`'s output (regenerate it after adding a row)."""
+    assert markdown_table() in (ROOT / "docs" / "guides" / "trainer.md").read_text()
+
+
+def test_per_token_inputs_come_only_when_asked_and_match_the_sequence_ones(tmp_path, finetuned_dir, tokenizer,
+                                                                           forget_ds, monkeypatch):
+    """A row reading per-token log-probs (and π_ref's log-distributions) gets them for the forget answers only; a row
+    of GA over the per-token log-probs trains exactly as GA."""
+    seen = []
+
+    def token_ga(forget):
+        seen.append(forget)
+        return losses.ga_loss(forget.token_logps.sum(1))
+
+    monkeypatch.setitem(METHODS, "token_ga", Method("token_ga", token_ga, functions=(losses.ga_loss,), formula="",
+                                                    paper="", equation="", inputs=(TOKENS,)))
+    _, ga_logs = train(tmp_path / "ga", finetuned_dir, tokenizer, forget_ds, forget_loss="ga")
+    _, token_logs = train(tmp_path / "token", finetuned_dir, tokenizer, forget_ds, forget_loss="token_ga")
+    assert [row["loss/forget"] for row in token_logs] == [row["loss/forget"] for row in ga_logs]
+    assert seen[0].token_logps.shape == seen[0].token_mask.shape and seen[0].token_logprobs is None
+
+    def away_from_ref(forget):
+        seen.append(forget)
+        return -losses.kl_loss(forget.token_logprobs, forget.ref_token_logprobs)
+
+    monkeypatch.setitem(METHODS, "away", Method("away", away_from_ref, functions=(losses.kl_loss,), formula="",
+                                                paper="", equation="", needs_reference=True, needs_replacement=True,
+                                                inputs=(TOKENS, DISTRIBUTIONS)))
+    seen.clear()
+    _, logs = train(tmp_path / "away", finetuned_dir, tokenizer, forget_ds, forget_loss="away")
+    first = seen[0]
+    assert first.token_logprobs.shape == first.ref_token_logprobs.shape
+    assert first.token_logprobs.size(0) == first.token_mask.sum()  # the forget answers' tokens, not the replacements'
+    assert first.ref_token_logps.shape == first.token_logps.shape
+    assert logs[0]["loss/forget"] == pytest.approx(0.0, abs=1e-6)  # π_θ = π_ref at the first step
+
+
+def test_a_stateful_rows_state_is_checkpointed_and_resumes_exactly(tmp_path, finetuned_dir, tokenizer, forget_ds,
+                                                                   monkeypatch):
+    def scaled_ga(forget, state):
+        return losses.ga_loss(forget.logps) / (1.0 + state["steps"])
+
+    def count(state, logged):
+        state["steps"] += 1.0
+        state["last_forget"] = logged["loss/forget"]
+
+    monkeypatch.setitem(METHODS, "counted", Method("counted", scaled_ga, functions=(losses.ga_loss,), formula="",
+                                                   paper="", equation="", state=lambda: {"steps": 0.0},
+                                                   update=count))
+    whole, logs = train(tmp_path / "whole", finetuned_dir, tokenizer, forget_ds, forget_loss="counted",
+                        save_strategy="steps", save_steps=1)
+    state = json.loads((tmp_path / "whole" / "checkpoint-1" / "trainer_state.json").read_text())
+    assert state["stateful_callbacks"]["MethodStateCallback"]["args"]["values"]["steps"] == 1.0
+    assert whole._method_state()["steps"] == 2.0 and whole._method_state()["last_forget"] == logs[-1]["loss/forget"]
+
+    from transformers import AutoModelForCausalLM
+
+    for restore in (False, True):
+        resumed = NPOTrainer(AutoModelForCausalLM.from_pretrained(finetuned_dir),
+                             args=config(tmp_path / "whole", forget_loss="counted",
+                                         restore_callback_states_from_checkpoint=restore),
+                             train_dataset=forget_ds, processing_class=tokenizer)
+        resumed.train(resume_from_checkpoint=str(tmp_path / "whole" / "checkpoint-1"))
+        assert resumed._method_state() == whole._method_state(), restore
