@@ -16,6 +16,7 @@ AUCs are still reported. How the sets are evaluated are the flags of `npo_trl.mu
 `--attacks relearn quantize8 quantize4` (`npo_trl.attacks.AttackArguments`' flags) also attacks the model and scores
 the copies' VerbMem and KnowMem on the documents that relearning does not train on (`npo_trl.muse.robustness`), with
 `--target_model` as recovery's reference and, with `--retrain_model`, both as baselines: the JSON's `attacks`.
+"""
 
 
 from dataclasses import dataclass, field

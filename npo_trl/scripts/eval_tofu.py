@@ -16,6 +16,7 @@ are evaluated are the flags of `npo_trl.tofu.TOFUEvalSettings` (`--max_samples`,
 `--attacks relearn quantize8 quantize4` (`npo_trl.attacks.AttackArguments`' flags) also attacks the model and scores
 the copies on the forget rows that relearning does not train on (`npo_trl.tofu.robustness`), with `--finetuned_model`
 as recovery's reference and, with `--retain_model`, both as baselines under the same attacks: the JSON's `attacks`.
+"""
 
 
 from dataclasses import dataclass, field
