@@ -153,8 +153,13 @@ def build_models(script_args, tiny_args, settings, args, model_args, source) -> 
     return script_args.target_model or paths["target"], script_args.retrain_model or paths["retrain"]
 
 
-def check_arguments(script_args: MUSEScriptArguments, model_args: ModelConfig) -> None:
+def check_arguments(script_args: MUSEScriptArguments, model_args: ModelConfig, attack_args: AttackArguments) -> None:
     """Refuse, before anything trains, a combination that cannot run."""
+    if attack_args.relearns and PartialState().num_processes > 1:
+        raise ValueError(f"--attacks {' '.join(attack_args.attacks)} under {PartialState().num_processes} processes: "
+                         "relearning trains a copy with a trainer of its own, on one process. Pass --attacks "
+                         "quantize8 quantize4 (or none) here, then rerun with `python examples/muse.py ... --attacks "
+                         "relearn`, which reuses every finished stage.")
     if script_args.target_model is not None and script_args.retrain_model is None and \
             model_args.model_name_or_path is None:
         raise ValueError("--target_model skips the base that a retrain model would be trained from: pass "
@@ -200,7 +205,7 @@ def attacks(script_args, attack_args, settings, args, model_args, source, tokeni
 def main(script_args: MUSEScriptArguments, tiny_args: TinyLlamaArguments, settings: MUSEEvalSettings,
          attack_args: AttackArguments, args: NPOConfig, model_args: ModelConfig | None = None) -> dict | None:
     model_args = model_args or ModelConfig()
-    check_arguments(script_args, model_args)
+    check_arguments(script_args, model_args, attack_args)
     state, out = PartialState(), args.output_dir
     source = make_synthetic_muse(script_args.num_forget) if script_args.dataset == "synthetic" else script_args.dataset
     if script_args.criteria:

@@ -106,8 +106,14 @@ class TOFUScriptArguments:
                 "which should be high: a check of the metric at this scale."})
 
 
-def check_arguments(script_args: TOFUScriptArguments, args: NPOConfig, model_args: ModelConfig) -> None:
+def check_arguments(script_args: TOFUScriptArguments, args: NPOConfig, model_args: ModelConfig,
+                    attack_args: AttackArguments) -> None:
     """Refuse, before anything trains, a combination of stages that cannot run."""
+    if attack_args.relearns and PartialState().num_processes > 1:
+        raise ValueError(f"--attacks {' '.join(attack_args.attacks)} under {PartialState().num_processes} processes: "
+                         "relearning trains a copy with a trainer of its own, on one process. Pass --attacks "
+                         "quantize8 quantize4 (or none) here, then rerun with `python examples/tofu.py ... --attacks "
+                         "relearn`, which reuses every finished stage.")
     for method in script_args.methods:
         method_losses(method)  # a ValueError naming the valid methods
     seeds = script_args.seeds
@@ -232,7 +238,7 @@ def attacks(script_args, attack_args, settings, args, model_args, eval_sets, spl
 def main(script_args: TOFUScriptArguments, tiny_args: TinyLlamaArguments, settings: TOFUEvalSettings,
          attack_args: AttackArguments, args: NPOConfig, model_args: ModelConfig | None = None) -> dict | None:
     model_args = model_args or ModelConfig()
-    check_arguments(script_args, args, model_args)
+    check_arguments(script_args, args, model_args, attack_args)
     built_in = model_args.model_name_or_path is None and script_args.finetuned_model is None
     settings = dataclasses.replace(  # this run's defaults: short answers on synthetic data, wide tiny-model batches
         settings, max_new_tokens=settings.max_new_tokens or (48 if script_args.dataset == "synthetic" else 200),

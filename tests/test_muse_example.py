@@ -73,6 +73,20 @@ def test_a_second_run_skips_finished_stages(tiny_run):
     assert {p: p.stat().st_mtime for p in tiny_run.glob("**/model.safetensors")} == before
 
 
+def test_the_real_setting_parses():
+    """MUSE's config parses with the example's parser; its attacks are the quantization ones (they run under several
+    processes) at the model's relearning learning rate."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("muse_example", SCRIPT)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    parsed = example.make_parser().parse_args_and_config(  # bf16 off: a CPU machine refuses it
+        args=["--config", str(ROOT / "examples/configs/muse_news_llama2.yaml"), "--bf16", "false"])
+    attack_args = next(p for p in parsed if type(p).__name__ == "AttackArguments")
+    assert attack_args.attacks == ["quantize8", "quantize4"] and attack_args.relearn_learning_rate == 1e-5
+
+
 def test_impossible_arguments_are_refused_up_front(tmp_path):
     """Refused with the fix before anything trains; --criteria_methods is not checked without --criteria (that run
     stops later, at the empty dataset folder)."""

@@ -128,6 +128,21 @@ def test_zero3_unlearning_stage_on_two_cpu_processes(tiny_run, tmp_path):
                                                                           ).stat().st_mtime_ns  # not retrained
 
 
+@pytest.mark.parametrize("config", ["tofu_llama2.yaml", "tofu_llama3.2_1b.yaml"])
+def test_the_real_settings_parse(config):
+    """The configs of the real setting parse with the example's parser: their attacks are the quantization ones (they
+    run under several processes) at the models' relearning learning rate."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tofu_example", SCRIPT)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    parsed = example.make_parser().parse_args_and_config(  # bf16 off: a CPU machine refuses it
+        args=["--config", str(ROOT / "examples/configs" / config), "--bf16", "false"])
+    attack_args = next(p for p in parsed if type(p).__name__ == "AttackArguments")
+    assert attack_args.attacks == ["quantize8", "quantize4"] and attack_args.relearn_learning_rate == 1e-5
+
+
 def test_stage_arguments_that_cannot_run_are_refused(tmp_path):
     """Refused with the fix before anything trains."""
     refused = {"pass one": ["--retain_model", "r", "--reference_stats", "s.json"],
