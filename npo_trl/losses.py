@@ -102,7 +102,7 @@ def wga_loss(token_logps: torch.Tensor, lengths: torch.Tensor, alpha: float = 1.
 
     GA's token gradient carries the inverse confidence 1/p_t, which explodes once a token is forgotten; the weight
     p_t^α (α ≥ 0) tempers it. α = 0 is token-wise GA. `token_logps` (num_tokens,) are log p_t of the forget answers'
-    tokens. open-unlearning (and the authors' code) average over all tokens of the batch instead of per sequence.
+    tokens. open-unlearning averages over all tokens of the batch instead of per sequence.
     """
     return _sequence_mean(token_logps.detach().mul(alpha).exp() * token_logps, lengths)
 
