@@ -85,7 +85,9 @@ class MUSEScriptArguments:
         "help": "The tokenizer of every model, when the target model has none of its own (MUSE's: "
                 "meta-llama/Llama-2-7b-hf). Default: the target model's."})
     methods: list[str] = field(default_factory=lambda: ["npo", "npo+rt", "npo+kl", "ga", "ga+rt", "ga+kl"],
-                               metadata={"help": "Unlearning methods: <forget_loss>[+rt|+kl]."})
+                               metadata={"help": "Unlearning methods: <forget_loss>[+rt|+kl], forget_loss among "
+                                                 f"{', '.join(method_names(lambda row: not row.needs_replacement))} "
+                                                 "(pdu: always with the retain NLL)."})
     seeds: list[int] | None = field(default=None, metadata={
         "help": "Unlearn every method once per seed into unlearn/<method>/seed<k>/ (rows <method>/seed<k> in the "
                 "report; the attack table: median and min-max over seeds). Default: one run, with --seed."})

@@ -86,7 +86,8 @@ class TOFUScriptArguments:
         "help": "'synthetic' (the offline generator), a local folder in TOFU's layout, or 'locuslab/TOFU'."})
     forget_split: str = field(default="forget10", metadata={"help": "forget01/05/10 (synthetic: also 20/30/50/90)."})
     methods: list[str] = field(default_factory=lambda: ["npo", "npo+rt", "ga", "ga+rt"], metadata={
-        "help": f"Unlearning methods: <forget_loss>[+rt|+kl], forget_loss among {', '.join(method_names())}."})
+        "help": f"Unlearning methods: <forget_loss>[+rt|+kl], forget_loss among {', '.join(method_names())} (pdu: "
+                "always with the retain NLL)."})
     seeds: list[int] | None = field(default=None, metadata={
         "help": "Unlearn every method once per seed into unlearn/<method>/seed<k>/ (the report: median and min-max "
                 "over seeds). The fine-tuned and retain models are trained once, with --seed. Default: one run."})

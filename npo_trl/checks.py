@@ -3,10 +3,12 @@ objective does not use are dropped with a warning."""
 
 import warnings
 
+import torch
 from datasets import Dataset
 from transformers import PreTrainedModel
 
 from .config import NPOConfig
+from .data import unstack
 
 
 def checked_inputs(model, ref_model, args, train_dataset, retain_dataset, compute_metrics, peft_config):
@@ -45,3 +47,37 @@ def checked_inputs(model, ref_model, args, train_dataset, retain_dataset, comput
             "For benchmark metrics during training use npo_trl.tofu.TOFUCallback (or npo_trl.eval's callback)."
         )
     return ref_model, retain_dataset
+
+
+def finite_rows(trainer, values, batch, role, paired) -> torch.Tensor:
+    """Which rows of `trainer`'s `batch` have finite `values` (log-probs): raise (naming the step and rows) or count
+    the others in the `nonfinite/rows` metric, per `nonfinite_loss`."""
+    finite = torch.stack([torch.isfinite(v) for v in values]).all(0)
+    if paired:  # a pair is usable only if both its rows are
+        finite = torch.cat([torch.logical_and(*unstack(finite, paired))] * 2)
+    num_bad = trainer.accelerator.gather(finite.logical_not().sum().reshape(1)).sum().item()
+    if num_bad == 0:
+        return finite
+    bad = finite.logical_not().nonzero().squeeze(1)
+    if "row_index" in batch:
+        bad = batch["row_index"][bad % len(batch["row_index"])]
+    where = f"step {trainer.state.global_step}: {num_bad} {role} row(s) (this process: dataset rows " \
+            f"{sorted(set(bad.tolist()))})"
+    if trainer.args.nonfinite_loss == "raise":
+        raise ValueError(
+            f"Non-finite log-probabilities at {where}; nothing was applied to the weights. Check those rows and "
+            "the model's precision, or set nonfinite_loss='skip' to leave such rows out of the loss."
+        )
+    if not finite.any():
+        raise ValueError(f"Every row of the batch has non-finite log-probabilities at {where}.")
+    trainer._metrics["train" if trainer.model.training else "eval"]["nonfinite/rows"].append(num_bad)
+    return finite
+
+
+def check_finite(loss: torch.Tensor, step: int) -> None:
+    """Refuse a non-finite loss whose rows' log-probabilities were all finite."""
+    if not torch.isfinite(loss):
+        raise ValueError(
+            f"The loss is {loss.item()} at step {step} although every row's log-probabilities "
+            "are finite: lower learning_rate, or check the model for overflow (e.g. fp16)."
+        )

@@ -26,7 +26,8 @@ class NPOConfig(DPOConfig):
         forget_loss (`str`, *optional*, defaults to `"npo"`):
             Loss on the forget set, a row of `npo_trl.methods.METHODS`: `"npo"` (eq. 3), `"ga"` (gradient ascent,
             eq. 1), `"simnpo"` (reference-free, length-normalised), `"idk"` (NLL on a replacement answer such as "I
-            don't know"), `"dpo"` (DPO with the replacement as chosen and the forget answer as rejected), ...
+            don't know"), `"dpo"` (DPO with the replacement as chosen and the forget answer as rejected), `"wga"`,
+            `"satimp"`, `"undial"`, `"ceu"`, `"pdu"` (the methods NPO is compared with; PDU needs `retain_loss="nll"`).
             NPOConfig refuses a name the registry lacks and a combination its row refuses.
         retain_loss (`str` or `None`, *optional*, defaults to `None`):
             Loss on the retain set: `None`, `"nll"` (the paper's +RT) or `"kl"` (KL(π_ref‖π_θ) on the retain
@@ -39,6 +40,34 @@ class NPOConfig(DPOConfig):
             Inverse temperature β of NPO, SimNPO and DPO. As β → 0, NPO becomes gradient ascent.
         gamma (`float`, *optional*, defaults to `0.0`):
             Reward margin γ of SimNPO, in units of per-token log-probability.
+        wga_alpha (`float`, *optional*, defaults to `1.0`):
+            WGA's exponent α: each forget token weighted by sg(p_t^α); 0 is token-wise gradient ascent
+            (open-unlearning's WGA.yaml: 1).
+        satimp_beta1 (`float`, *optional*, defaults to `5.0`):
+            SatImp's saturation exponent β1, the weight sg(p_t^β1·(1 − p_t)^β2) (open-unlearning's SatImp.yaml: 5).
+        satimp_beta2 (`float`, *optional*, defaults to `1.0`):
+            SatImp's importance exponent β2 (open-unlearning's SatImp.yaml: 1; 0 gives WGA with α = β1).
+        undial_gamma (`float`, *optional*, defaults to `10.0`):
+            UNDIAL's logit shift γ: π_θ is distilled towards softmax(z_ref − γ·e_(y_t)) (open-unlearning's
+            UNDIAL.yaml: 10; the authors sweep 3, 10, 30).
+        ceu_skip_first (`int`, *optional*, defaults to `1`):
+            CE-U leaves out each forget answer's first tokens (the paper's TOFU setting and open-unlearning's: 1).
+        pdu_dual_init (`float`, *optional*, defaults to `1.0`):
+            PDU's initial dual variable λ₀, the retain loss's weight at the start (open-unlearning's PDU.yaml: 1).
+            PDU's λ replaces `retain_weight`, which must stay 1.
+        pdu_dual_step (`float`, *optional*, defaults to `1.0`):
+            PDU's dual step size η_λ: after each optimizer step λ ← max(0, λ + η_λ·(L_retain − ε)) (open-unlearning's
+            `dual_step_size`: 1).
+        pdu_retain_bound (`float`, *optional*):
+            PDU's constraint level ε on the retain NLL per token. `None`: ε = (1 + `pdu_slack`)·π_ref's retain loss,
+            measured at the first optimizer step (θ is θ_ref until its update: the retain loss of that step's retain
+            batches, no extra pass) and kept in the checkpointed state (open-unlearning requires ε).
+        pdu_slack (`float`, *optional*, defaults to `0.0`):
+            With `pdu_retain_bound=None`, how far above π_ref's retain loss ε lies, as a fraction (the paper's choice
+            of ε relative to π_ref; 0: the retain loss may not rise).
+        pdu_dual_warmup_steps (`int`, *optional*, defaults to `0`):
+            Optimizer steps during which λ stays at `pdu_dual_init` (the paper's warm start; open-unlearning's
+            `dual_warmup_epochs` counts epochs).
         retain_batch_size (`int`, *optional*):
             Retain rows per device per forget micro-batch. Defaults to `per_device_train_batch_size`.
         replacement_answers (`list[str]`, *optional*):
@@ -88,6 +117,19 @@ class NPOConfig(DPOConfig):
     forget_weight: float = field(default=1.0, metadata={"help": "Weight of the forget loss."})
     retain_weight: float = field(default=1.0, metadata={"help": "Weight of the retain loss."})
     gamma: float = field(default=0.0, metadata={"help": "SimNPO reward margin γ (per-token log-prob units)."})
+    wga_alpha: float = field(default=1.0, metadata={"help": "WGA's exponent α of the token weight sg(p_t^α)."})
+    satimp_beta1: float = field(default=5.0, metadata={"help": "SatImp's saturation exponent β1."})
+    satimp_beta2: float = field(default=1.0, metadata={"help": "SatImp's importance exponent β2."})
+    undial_gamma: float = field(default=10.0, metadata={"help": "UNDIAL's shift γ of the forget token's logit."})
+    ceu_skip_first: int = field(default=1, metadata={"help": "CE-U: tokens left out at the start of each answer."})
+    pdu_dual_init: float = field(default=1.0, metadata={"help": "PDU's initial dual variable λ₀ (retain weight)."})
+    pdu_dual_step: float = field(default=1.0, metadata={"help": "PDU's dual step size η_λ, per optimizer step."})
+    pdu_retain_bound: float | None = field(
+        default=None,
+        metadata={"help": "PDU's bound ε on the retain NLL; default (1 + pdu_slack) × π_ref's, measured at step 1."},
+    )
+    pdu_slack: float = field(default=0.0, metadata={"help": "PDU: ε's fraction above π_ref's retain loss."})
+    pdu_dual_warmup_steps: int = field(default=0, metadata={"help": "PDU: optimizer steps before λ first moves."})
     retain_batch_size: int | None = field(
         default=None,
         metadata={"help": "Retain rows per device per forget micro-batch; defaults to per_device_train_batch_size."},
@@ -120,9 +162,19 @@ class NPOConfig(DPOConfig):
         check_combination(self.forget_loss, self.retain_loss, self.precompute_ref_log_probs)
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0 (got {self.beta}); as beta → 0 NPO becomes forget_loss='ga'.")
-        for name in ("forget_weight", "retain_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)}).")
+        for name in ("forget_weight", "retain_weight", "wga_alpha", "satimp_beta1", "satimp_beta2", "undial_gamma",
+                     "ceu_skip_first", "pdu_dual_init", "pdu_dual_step", "pdu_slack", "pdu_dual_warmup_steps"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)}): {self._ranges()}")
+        for name in ("ceu_skip_first", "pdu_dual_warmup_steps"):
+            if getattr(self, name) != int(getattr(self, name)):
+                raise ValueError(f"{name} counts tokens or steps: give a whole number (got {getattr(self, name)}).")
+        if self.pdu_retain_bound is not None and not self.pdu_retain_bound > 0:
+            raise ValueError(f"pdu_retain_bound={self.pdu_retain_bound} can never hold (the retain NLL is > 0): give "
+                             "ε > 0, or None to use (1 + pdu_slack) × π_ref's retain loss.")
+        if self.forget_loss == "pdu" and self.retain_weight != 1.0:
+            raise ValueError(f"retain_weight={self.retain_weight} does not apply to forget_loss='pdu', whose dual "
+                             "variable λ weighs the retain loss: leave retain_weight at 1 and set pdu_dual_init.")
         if self.retain_batch_size is not None and self.retain_batch_size < 1:
             raise ValueError(f"retain_batch_size must be >= 1 (got {self.retain_batch_size}).")
         if self.nonfinite_loss not in ("raise", "skip"):
@@ -137,6 +189,11 @@ class NPOConfig(DPOConfig):
             )
         self._resolve_for_a_cpu_machine()
         super().__post_init__()
+
+    @staticmethod
+    def _ranges() -> str:
+        return ("weights, wga_alpha, satimp_beta1/2, undial_gamma, pdu_dual_init, pdu_dual_step and pdu_slack are "
+                "floats >= 0; ceu_skip_first and pdu_dual_warmup_steps whole numbers >= 0.")
 
     def for_method(self, method: str, **changes) -> "NPOConfig":
         """A copy of this configuration for one method (`method_losses`: "npo+rt" sets forget_loss="npo" and

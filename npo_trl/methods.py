@@ -5,42 +5,45 @@ the inputs a row asks for and calls `row.loss(forget, **row.settings(args, state
 `npo_trl.losses`; the examples check `--methods` against it, and the docs' method table is `markdown_table()`'s
 output. Imports stay light: torch only.
 
-Adding a method is one pure function in `losses.py` (citing its equation) and one row in `METHODS`' list, e.g. a
-per-token method:
+Adding a method is one pure function in `losses.py` (citing its equation) and one row in `METHODS`' list, e.g. the
+per-token WGA:
 
-    Method("wga", lambda forget, beta: losses.wga_loss(forget.token_logps, forget.token_mask, beta),
-           functions=(losses.wga_loss,), formula="...", paper="Wang et al. 2025, arXiv ...", equation="eq. 4",
-           inputs=(TOKENS,), hyperparameters=("beta",)),
+    Method("wga", lambda forget, wga_alpha: losses.wga_loss(*_answer_tokens(forget), wga_alpha),
+           functions=(losses.wga_loss,), paper="Wang et al. 2025 (ICLR), arXiv 2502.19301", equation="",
+           formula="sg(p_t^α) log p_t per answer token", inputs=(TOKENS,), hyperparameters=("wga_alpha",)),
 
 then the table in docs/guides/trainer.md regenerated (`python -c "from npo_trl.methods import markdown_table;
 print(markdown_table())"`; a test compares them); a hyper-parameter NPOConfig lacks becomes a field there, with its
 help.
 
 - `inputs` says which log-probabilities of the forget answers `row.loss` reads (`ForgetInputs`): `SEQUENCE` (per
-  sequence, the sum over the answer's tokens, and |y|: every method today), `TOKENS` (per token, `token_logps` and
-  `token_mask`, (rows, T): the trainer's forward pass makes them anyway, so this costs nothing) or `DISTRIBUTIONS`
-  (the next-token log-distributions at the answer's tokens, `token_logprobs`, (num_tokens, vocab): one more forward
-  pass that builds the full logits, made only for a row that asks). With `needs_reference`, the reference's of the same
-  kind come too (`ref_logps`, `ref_token_logps`, `ref_token_logprobs`); per-token ones need a live π_ref, so such a row
-  refuses `precompute_ref_log_probs` (the precomputed columns hold sums).
+  sequence, the sum over the answer's tokens, and |y|: NPO, GA, SimNPO, IDK, DPO), `TOKENS` (per token, `token_logps`
+  and `token_mask`, (rows, T): the trainer's forward pass makes them anyway, so this costs nothing) or
+  `DISTRIBUTIONS` (the next-token log-distributions at the answer's tokens, `token_logprobs`, (num_tokens, vocab), and
+  those tokens, `token_labels`: one more forward pass that builds the full logits, made only for a row that asks).
+  With `needs_reference`, the reference's of the same kind come too (`ref_logps`, `ref_token_logps`,
+  `ref_token_logprobs`); per-token ones need a live π_ref, so such a row refuses `precompute_ref_log_probs` (the
+  precomputed columns hold sums).
 - `needs_replacement`: the forget set's rows carry a replacement answer ("I don't know"), whose log-probs come as
   `replacement_logps`, `replacement_lengths` (and `replacement_ref_logps`).
 - `hyperparameters` names the NPOConfig fields the loss reads; they are passed to it by name (a field the loss does
   not take fails at once), and listed in the docs table.
 - `retain_losses` are the retain losses the method combines with; NPOConfig refuses the others.
-- A stateful method (PDU's dual variable) sets `state` to a function returning its initial state, a dict of floats.
-  The trainer keeps that dict in `npo_trl.method_state.MethodStateCallback`, written into every checkpoint's
+- A stateful method (PDU's dual variable) sets `state(**hyper-parameters)` to return its initial state, a dict of
+  floats. The trainer keeps that dict in `npo_trl.method_state.MethodStateCallback`, written into every checkpoint's
   trainer_state.json (`stateful_callbacks`, JSON: floats come back exactly) and read back on resume, and passes it to
-  `loss` (and `metrics`) as `state=`, which only read it. `update(state, logged, **hyper-parameters)` changes it in
-  place after each training micro-batch, from `logged`: that micro-batch's logged values as floats ("loss/forget",
-  "loss/retain", "forget/logps", ...), each the mean over processes, so every process holds the same state. E.g. PDU:
-
-      Method("pdu", lambda forget, state, beta: losses.pdu_forget_loss(forget.logps, state["dual"], beta),
-             functions=(losses.pdu_forget_loss, losses.pdu_dual_step), ..., hyperparameters=("beta", "pdu_step"),
-             retain_losses=("nll",), state=lambda: {"dual": 0.0},
-             update=lambda state, logged, beta, pdu_step: state.update(
-                 dual=losses.pdu_dual_step(state["dual"], logged["loss/retain"], pdu_step))),
+  `loss`, `metrics` and `combine` as `state=`, which only read it. `update(state, logged, **hyper-parameters)` changes
+  it in place after each optimizer step (not each micro-batch), from `logged`: that step's logged values as floats
+  ("loss/forget", "loss/retain", "forget/logps", ...), each the mean over the step's micro-batches and over processes,
+  so every process holds the same state.
+- `combine`, optional, is the training objective from the weighted forget term and the retain loss, `(forget_weight ·
+  forget loss, retain loss, **settings)`, in place of `forget term + retain_weight · retain loss` (PDU: the Lagrangian,
+  the retain loss weighted by the dual variable). A row that needs a retain loss lists only those in `retain_losses`;
+  its bare name (`"pdu"`) then means it with the first (`method_losses`).
 - `metrics`, optional, gives more values to log (e.g. NPO's `npo/weight`), from the same inputs and settings.
+
+PDU is the stateful row below: `_pdu_state`, `_pdu_combine`, `_pdu_update` and `_pdu_metrics` around the formulas of
+`losses.py`.
 """
 
 from collections.abc import Callable
@@ -76,6 +79,7 @@ class ForgetInputs:
     ref_token_logps: torch.Tensor | None = None
     token_logprobs: torch.Tensor | None = None  # (num_tokens, vocab), the forget answers' tokens in row order
     ref_token_logprobs: torch.Tensor | None = None
+    token_labels: torch.Tensor | None = None  # (num_tokens,), the token ids of `token_logprobs`' rows
 
 
 @dataclass(frozen=True)
@@ -93,8 +97,9 @@ class Method:
     inputs: tuple[str, ...] = (SEQUENCE,)
     hyperparameters: tuple[str, ...] = ()
     retain_losses: tuple[str | None, ...] = RETAIN_LOSSES
-    state: Callable[[], dict[str, float]] | None = None
-    update: Callable[..., None] | None = None  # (state, logged metrics, **hyper-parameters), after each micro-batch
+    state: Callable[..., dict[str, float]] | None = None  # (**hyper-parameters) → the initial state
+    update: Callable[..., None] | None = None  # (state, logged metrics, **hyper-parameters), after each optimizer step
+    combine: Callable[..., torch.Tensor] | None = None  # (forget term, retain loss, **settings) → the objective
     metrics: Callable[..., dict[str, torch.Tensor]] | None = None
 
     def __post_init__(self):
@@ -116,6 +121,43 @@ class Method:
         return self.needs_reference and any(kind != SEQUENCE for kind in self.inputs)
 
 
+def _answer_tokens(forget: ForgetInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forget answers' per-token log-probs flattened in row order, and each answer's token count."""
+    return forget.token_logps[forget.token_mask.bool()], forget.token_mask.sum(1)
+
+
+def _pdu_state(pdu_dual_init, pdu_retain_bound, **_) -> dict[str, float]:
+    """λ₀, ε (`pdu_retain_bound`, or 0 until `_pdu_update` measures it) and the optimizer steps taken."""
+    return {"dual": float(pdu_dual_init), "retain_bound": float(pdu_retain_bound or 0.0), "steps": 0.0}
+
+
+def _pdu_combine(forget_term, retain_loss, state, pdu_retain_bound, pdu_slack, **_) -> torch.Tensor:
+    """The Lagrangian at the current λ. Before ε is measured (the first step, without `pdu_retain_bound`), this
+    micro-batch's own retain loss stands for π_ref's: θ is θ_ref until the first update, and ε moves no gradient."""
+    measuring = pdu_retain_bound is None and state["steps"] == 0
+    bound = losses.pdu_retain_bound(retain_loss.detach(), pdu_slack) if measuring else state["retain_bound"]
+    return losses.pdu_lagrangian(forget_term, retain_loss, state["dual"], bound)
+
+
+def _pdu_update(state, logged, pdu_dual_step, pdu_retain_bound, pdu_slack, pdu_dual_warmup_steps, **_) -> None:
+    """After each optimizer step: at the first, ε = (1 + slack)·(that step's retain loss, π_ref's) unless given; then,
+    once `pdu_dual_warmup_steps` steps have passed, the projected dual ascent step on λ."""
+    if pdu_retain_bound is None and state["steps"] == 0:
+        state["retain_bound"] = losses.pdu_retain_bound(logged["loss/retain"], pdu_slack)
+    state["steps"] += 1.0
+    if state["steps"] > pdu_dual_warmup_steps:
+        state["dual"] = losses.pdu_dual_update(state["dual"], logged["loss/retain"], state["retain_bound"],
+                                               pdu_dual_step)
+
+
+def _pdu_metrics(forget, state, pdu_retain_bound, **_) -> dict[str, torch.Tensor]:
+    """λ (`pdu/dual`) and, once set, ε (`pdu/retain_bound`) during this step."""
+    known = pdu_retain_bound is not None or state["steps"] > 0
+    return {"pdu/dual": torch.tensor(state["dual"]), **({"pdu/retain_bound": torch.tensor(state["retain_bound"])}
+                                                          if known else {})}
+
+
+PDU_HYPERPARAMETERS = ("pdu_dual_init", "pdu_dual_step", "pdu_retain_bound", "pdu_slack", "pdu_dual_warmup_steps")
 NPO_PAPER = "Zhang et al. 2024, arXiv 2404.05868"
 METHODS: dict[str, Method] = {row.name: row for row in [
     Method("npo", lambda forget, beta: losses.npo_loss(forget.logps, forget.ref_logps, beta),
@@ -137,6 +179,32 @@ METHODS: dict[str, Method] = {row.name: row for row in [
            functions=(losses.dpo_loss,), paper=NPO_PAPER, equation="eq. 2",
            formula="−(1/β) log σ(β (log π_θ/π_ref (y_idk) − log π_θ/π_ref (y))), the replacement as chosen",
            needs_reference=True, needs_replacement=True, hyperparameters=("beta",)),
+    Method("wga", lambda forget, wga_alpha: losses.wga_loss(*_answer_tokens(forget), wga_alpha),
+           functions=(losses.wga_loss,), paper="Wang et al. 2025 (ICLR), arXiv 2502.19301", equation="",
+           formula="sg(p_t^α) log p_t per answer token, p_t = π_θ(y_t\\|x, y_<t)", inputs=(TOKENS,),
+           hyperparameters=("wga_alpha",)),
+    Method("satimp", lambda forget, satimp_beta1, satimp_beta2: losses.satimp_loss(
+               *_answer_tokens(forget), satimp_beta1, satimp_beta2),
+           functions=(losses.satimp_loss,), paper="Yang et al. 2025 (ICML), arXiv 2505.11953", equation="",
+           formula="sg(p_t^β1 (1 − p_t)^β2) log p_t per answer token", inputs=(TOKENS,),
+           hyperparameters=("satimp_beta1", "satimp_beta2")),
+    Method("undial", lambda forget, undial_gamma: losses.undial_loss(
+               forget.token_logprobs, forget.ref_token_logprobs, forget.token_labels, forget.lengths, undial_gamma),
+           functions=(losses.undial_loss,), paper="Dong et al. 2025 (NAACL), arXiv 2402.10052", equation="",
+           formula="KL(softmax(z_ref,t − γ e_(y_t)) ‖ π_θ,t) per answer token", needs_reference=True,
+           inputs=(DISTRIBUTIONS,), hyperparameters=("undial_gamma",)),
+    Method("ceu", lambda forget, ceu_skip_first: losses.ceu_loss(
+               forget.token_logprobs, forget.token_labels, forget.lengths, ceu_skip_first),
+           functions=(losses.ceu_loss,), paper="Yang 2025, arXiv 2503.01224", equation="",
+           formula="H(softmax(sg(z_t) with z_t(y_t) = −∞), π_θ,t) per answer token", inputs=(DISTRIBUTIONS,),
+           hyperparameters=("ceu_skip_first",)),
+    Method("pdu", lambda forget, state, **_: losses.logit_margin_loss(forget.token_logprobs, forget.lengths),
+           functions=(losses.logit_margin_loss, losses.pdu_lagrangian, losses.pdu_dual_update,
+                      losses.pdu_retain_bound),
+           paper="Entesari et al. 2025, arXiv 2506.05314", equation="",
+           formula="(max_v z_t(v) − mean_v z_t(v))² per answer token; + λ (L_retain − ε), λ by dual ascent",
+           inputs=(DISTRIBUTIONS,), hyperparameters=PDU_HYPERPARAMETERS, retain_losses=("nll",), state=_pdu_state,
+           update=_pdu_update, combine=_pdu_combine, metrics=_pdu_metrics),
 ]}
 
 
@@ -147,12 +215,15 @@ def method_names(predicate: Callable[[Method], bool] = lambda row: True) -> list
 
 def method_losses(method: str) -> tuple[str, str | None]:
     """(forget_loss, retain_loss) of a method as the NPO paper names it: "npo" → ("npo", None), "npo+rt" → ("npo",
-    "nll"), "ga+kl" → ("ga", "kl"), "idk+rt", "simnpo", ..."""
+    "nll"), "ga+kl" → ("ga", "kl"), "idk+rt", "simnpo", ...; a row that needs a retain loss takes its first without a
+    suffix: "pdu" → ("pdu", "nll")."""
     forget_loss, _, suffix = method.partition("+")
     if forget_loss not in METHODS or suffix not in METHOD_RETAIN_SUFFIXES:
         raise ValueError(f"method {method!r}: use <forget_loss>[+rt|+kl] with forget_loss among "
                          f"{method_names()}.")
     retain_loss = METHOD_RETAIN_SUFFIXES[suffix]
+    if not suffix and None not in METHODS[forget_loss].retain_losses:  # "pdu": with the retain loss it needs
+        retain_loss = METHODS[forget_loss].retain_losses[0]
     check_combination(forget_loss, retain_loss)
     return forget_loss, retain_loss
 

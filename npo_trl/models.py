@@ -1,7 +1,7 @@
 """Models outside the trainer's own loading: π_ref of a PEFT model trained without `ref_model` (for the trainer and the
-evaluation callbacks), the float32 adapters of a float32 QLoRA run (for the trainer), and loading a saved model
-whole, with `trl.ModelConfig`'s settings, beside a ZeRO-3 run (for the examples' stages, the CLI scripts and the
-benchmarks, which load models outside a trainer)."""
+evaluation callbacks) and the context the trainer computes π_ref in, the float32 adapters of a float32 QLoRA run (for
+the trainer), and loading a saved model whole, with `trl.ModelConfig`'s settings, beside a ZeRO-3 run (for the
+examples' stages, the CLI scripts and the benchmarks, which load models outside a trainer)."""
 
 import contextlib
 import os
@@ -14,6 +14,22 @@ def reference_adapter(peft_model):
     """Context in which `peft_model` computes π_ref: its adapters off, or its "ref" adapter on if it has one (TRL's
     convention for a reference adapter)."""
     return use_adapter(peft_model, adapter_name="ref" if "ref" in peft_model.peft_config else None)
+
+
+@contextlib.contextmanager
+def reference_context(trainer):
+    """π_ref in `trainer` (an `NPOTrainer`): no gradients, no activation checkpointing, and for a PEFT model without
+    `ref_model`, its adapters off (`reference_adapter`)."""
+    import torch
+    from accelerate.utils import is_peft_model
+    from trl.models.utils import disable_gradient_checkpointing
+
+    adapter = contextlib.nullcontext()
+    if trainer.ref_model is None and is_peft_model(trainer.model):
+        adapter = reference_adapter(trainer.accelerator.unwrap_model(trainer.model))
+    with torch.no_grad(), disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs), \
+            adapter:
+        yield
 
 
 def upcast_quantized_adapters(model, args) -> None:

@@ -3,20 +3,18 @@ import textwrap
 import warnings
 
 import torch
-from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from transformers import AutoProcessor, PreTrainedModel
 from trl import DPOTrainer
-from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id
 
 from . import losses
-from .checks import checked_inputs
+from .checks import check_finite, checked_inputs, finite_rows
 from .config import NPOConfig
 from .data import DataCollatorForUnlearning, RetainStream, to_unlearning_rows, unstack
 from .method_state import MethodStateCallback
 from .methods import DISTRIBUTIONS, TOKENS, ForgetInputs, Method
-from .models import reference_adapter, upcast_quantized_adapters
+from .models import reference_context, upcast_quantized_adapters
 
 
 class NPOTrainer(DPOTrainer):
@@ -27,7 +25,7 @@ class NPOTrainer(DPOTrainer):
     NPO is DPO with only a rejected answer, so this trainer is TRL's [`~trl.DPOTrainer`]: the reference model
     (a frozen copy of `model`, or the PEFT base with adapters disabled), `precompute_ref_log_probs`, PEFT, DeepSpeed
     and logging are DPO's. What differs: forget-only datasets, an optional retain set, and the losses of
-    [`NPOConfig`] (the rows of `npo_trl.methods.METHODS`: NPO, GA, SimNPO, IDK, DPO, ...; + NLL or KL on the
+    [`NPOConfig`] (the rows of `npo_trl.methods.METHODS`: NPO, GA, SimNPO, IDK, DPO, WGA, ..., PDU; + NLL or KL on the
     retain set).
 
     Example:
@@ -47,8 +45,8 @@ class NPOTrainer(DPOTrainer):
             The model to unlearn from, as for [`~trl.DPOTrainer`].
         ref_model ([`~transformers.PreTrainedModel`], *optional*):
             π_ref, the model before unlearning. If `None`, a frozen copy is loaded from `model`'s path (or, for a PEFT
-            model, its adapters are disabled). Losses that need no reference (`ga`, `simnpo`, `idk`, with
-            `retain_loss` `None` or `"nll"`) load none, and ignore one passed here.
+            model, its adapters are disabled). Losses that need no reference (`ga`, `simnpo`, `idk`, `wga`,
+            `satimp`, `ceu`, `pdu`, with `retain_loss` `None` or `"nll"`) load none, and ignore one passed here.
         args ([`NPOConfig`], *optional*):
             Configuration; defaults to `NPOConfig(f"{model_name}-NPO")`.
         data_collator (`DataCollator`, *optional*):
@@ -138,7 +136,7 @@ class NPOTrainer(DPOTrainer):
             )
         self._retain_micro_step = (-1, 0)  # (global_step, micro-batches seen at that step)
         if args.method.state is not None:  # kept in the checkpoints (`MethodStateCallback`)
-            self.add_callback(MethodStateCallback(args.forget_loss, args.method.state()))
+            self.add_callback(MethodStateCallback(args.forget_loss, args.method.state(**args.method.settings(args))))
 
         for callback in self.callback_handler.callbacks:  # e.g. TOFUCallback, which logs through its trainer
             if callable(getattr(callback, "bind", None)) and getattr(callback, "trainer", None) is None:
@@ -194,7 +192,7 @@ class NPOTrainer(DPOTrainer):
         """Per-token log-probs of the completion tokens (zero elsewhere) and the mask, through TRL's fused LM head."""
         mask = batch["completion_mask"][:, 1:]
         labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
-        with self._reference_context(model) if reference else contextlib.nullcontext():
+        with reference_context(self) if reference else contextlib.nullcontext():
             out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
                         use_cache=False, fused_lm_head=True)
         return out.log_probs[:, -mask.size(1):], mask  # prompt-learning PEFT prepends virtual tokens
@@ -206,20 +204,10 @@ class NPOTrainer(DPOTrainer):
         if rows is not None:
             mask = mask & rows[:, None]
         positions = mask.any(0).nonzero().squeeze(1)  # only these columns' logits are built
-        with self._reference_context(model) if reference else contextlib.nullcontext():
+        with reference_context(self) if reference else contextlib.nullcontext():
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
                            logits_to_keep=positions).logits
         return torch.log_softmax(logits[mask[:, positions]].float(), dim=-1)
-
-    @contextlib.contextmanager
-    def _reference_context(self, model):
-        """π_ref: no gradients, no checkpointing, and for a PEFT model without `ref_model`, its adapters off."""
-        adapter = contextlib.nullcontext()
-        if self.ref_model is None and is_peft_model(self.model):
-            adapter = reference_adapter(self.accelerator.unwrap_model(self.model))
-        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs), \
-                adapter:
-            yield
 
     def _reference_model(self):
         return self.ref_model if self.ref_model is not None else self.model
@@ -266,31 +254,32 @@ class NPOTrainer(DPOTrainer):
         if mode == "train" and args.retain_loss is not None:
             if args.separate_backward and torch.is_grad_enabled() and "lomo" not in str(args.optim):
                 # the forget activations go before the retain pass (LOMO optimizers update inside each backward)
-                self._check_finite(loss)
+                check_finite(loss, self.state.global_step)
                 self._backward_now(loss)
                 loss = loss.detach()
             retain = inputs["retain"]
             if args.retain_loss == "nll":
                 retain_token_logps, retain_mask = self._token_logps(model, retain)
                 retain_logps, retain_lengths = retain_token_logps.sum(1), retain_mask.sum(1)
-                ok = self._finite_rows([retain_logps], retain, "retain", False)
+                ok = finite_rows(self, [retain_logps], retain, "retain", False)
                 retain_loss = losses.nll_loss(retain_logps[ok], retain_lengths[ok])
             else:
                 logprobs = self._completion_logprobs(model, retain)
                 ref_logprobs = self._completion_logprobs(self._reference_model(), retain, reference=True)
                 retain_loss = losses.kl_loss(logprobs, ref_logprobs)
                 metrics["retain/kl"] = retain_loss
-            loss = loss + args.retain_weight * retain_loss
+            loss = (row.combine(loss, retain_loss, **settings) if row.combine is not None  # e.g. PDU's Lagrangian
+                    else loss + args.retain_weight * retain_loss)
             metrics["loss/retain"] = retain_loss
 
-        self._check_finite(loss)
+        check_finite(loss, self.state.global_step)
         logged = {}
         for key, value in metrics.items():  # mean per process, then across processes
             value = value.detach().float().mean().reshape(1)
             logged[key] = self.accelerator.gather(value).mean().item()
             self._metrics[mode][key].append(logged[key])
         if mode == "train" and row.update is not None:  # the same values on every process: the same state
-            row.update(self._method_state(), logged, **row.settings(args))
+            self._method_state(callback=True).record(logged)  # `row.update` after the optimizer step, from their mean
         return (loss, None) if return_outputs else loss
 
     def _forget_inputs(self, model, inputs, row: Method) -> ForgetInputs:
@@ -302,7 +291,7 @@ class NPOTrainer(DPOTrainer):
 
         # Rows are [replacements; forget answers] when the loss trains on replacement answers (`unstack`).
         paired = row.needs_replacement
-        finite = self._finite_rows([logps] if ref_logps is None else [logps, ref_logps], inputs, "forget", paired)
+        finite = finite_rows(self, [logps] if ref_logps is None else [logps, ref_logps], inputs, "forget", paired)
         (rep_logps, logps), (rep_lengths, lengths) = unstack(logps[finite], paired), unstack(lengths[finite], paired)
         rep_ref_logps, ref_logps = (None, None) if ref_logps is None else unstack(ref_logps[finite], paired)
         values = dict(logps=logps, lengths=lengths, ref_logps=ref_logps, replacement_logps=rep_logps,
@@ -315,22 +304,17 @@ class NPOTrainer(DPOTrainer):
         if DISTRIBUTIONS in row.inputs:  # one more forward pass each, only for a row that asks; not the replacements
             forget_rows = finite & (torch.arange(len(finite), device=finite.device) >= len(finite) // 2 * paired)
             values["token_logprobs"] = self._completion_logprobs(model, inputs, rows=forget_rows)
+            values["token_labels"] = inputs["input_ids"][:, 1:][mask.bool() & forget_rows[:, None]]
             if row.needs_reference:
                 values["ref_token_logprobs"] = self._completion_logprobs(self._reference_model(), inputs,
                                                                          reference=True, rows=forget_rows)
         return ForgetInputs(**values)
 
-    def _method_state(self) -> dict | None:
-        """The stateful method's state (`Method.state`), looked up each time: resuming may replace its callback."""
-        found = [cb for cb in self.callback_handler.callbacks if isinstance(cb, MethodStateCallback)]
-        return found[0].values if found else None
-
-    def _check_finite(self, loss):
-        if not torch.isfinite(loss):
-            raise ValueError(
-                f"The loss is {loss.item()} at step {self.state.global_step} although every row's log-probabilities "
-                "are finite: lower learning_rate, or check the model for overflow (e.g. fp16)."
-            )
+    def _method_state(self, callback: bool = False):
+        """The stateful method's state (`Method.state`; with `callback`, its `MethodStateCallback`), looked up each
+        time: resuming may replace the callback."""
+        found = next((cb for cb in self.callback_handler.callbacks if isinstance(cb, MethodStateCallback)), None)
+        return found if callback or found is None else found.values
 
     def _backward_now(self, loss):
         """Backpropagate one term of the loss now, scaled as `Trainer.training_step` scales the loss `compute_loss`
@@ -354,27 +338,3 @@ class NPOTrainer(DPOTrainer):
             return None, torch.cat([inputs[k] for k in keys]).float()
         ref_token_logps, _ = self._token_logps(self._reference_model(), inputs, reference=True)
         return (ref_token_logps if per_token else None), ref_token_logps.sum(1)
-
-    def _finite_rows(self, values, batch, role, paired) -> torch.Tensor:
-        """Which rows have finite log-probs; raise (naming step and rows) or count them, per `nonfinite_loss`."""
-        finite = torch.stack([torch.isfinite(v) for v in values]).all(0)
-        if paired:  # a pair is usable only if both its rows are
-            finite = torch.cat([torch.logical_and(*unstack(finite, paired))] * 2)
-        num_bad = self.accelerator.gather(finite.logical_not().sum().reshape(1)).sum().item()
-        if num_bad == 0:
-            return finite
-        bad = finite.logical_not().nonzero().squeeze(1)
-        if "row_index" in batch:
-            bad = batch["row_index"][bad % len(batch["row_index"])]
-        where = f"step {self.state.global_step}: {num_bad} {role} row(s) (this process: dataset rows " \
-                f"{sorted(set(bad.tolist()))})"
-        if self.args.nonfinite_loss == "raise":
-            raise ValueError(
-                f"Non-finite log-probabilities at {where}; nothing was applied to the weights. Check those rows and "
-                "the model's precision, or set nonfinite_loss='skip' to leave such rows out of the loss."
-            )
-        if not finite.any():
-            raise ValueError(f"Every row of the batch has non-finite log-probabilities at {where}.")
-        mode = "train" if self.model.training else "eval"
-        self._metrics[mode]["nonfinite/rows"].append(num_bad)
-        return finite

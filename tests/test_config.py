@@ -37,6 +37,44 @@ def test_negative_weights(tmp_path, field):
         make(tmp_path, **{field: -1.0})
 
 
+def test_the_compared_methods_defaults_are_their_configs(tmp_path):
+    """The five methods' hyper-parameters default to open-unlearning's configs (npo_trl.config cites each)."""
+    args = make(tmp_path)
+    assert (args.wga_alpha, args.satimp_beta1, args.satimp_beta2, args.undial_gamma, args.ceu_skip_first) == (
+        1.0, 5.0, 1.0, 10.0, 1)
+    assert (args.pdu_dual_init, args.pdu_dual_step, args.pdu_retain_bound, args.pdu_slack,
+            args.pdu_dual_warmup_steps) == (1.0, 1.0, None, 0.0, 0)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("wga_alpha", -1.0, "wga_alpha must be >= 0 (got -1.0): weights, wga_alpha, satimp_beta1/2, undial_gamma"),
+    ("satimp_beta1", -0.5, "satimp_beta1 must be >= 0"), ("satimp_beta2", float("nan"), "satimp_beta2 must be >= 0"),
+    ("undial_gamma", -3.0, "undial_gamma must be >= 0"), ("ceu_skip_first", -1, "ceu_skip_first must be >= 0"),
+    ("ceu_skip_first", 1.5, "ceu_skip_first counts tokens or steps: give a whole number"),
+    ("pdu_dual_init", -1.0, "pdu_dual_init must be >= 0"), ("pdu_dual_step", -1.0, "pdu_dual_step must be >= 0"),
+    ("pdu_slack", -0.1, "pdu_slack must be >= 0"), ("pdu_dual_warmup_steps", -2, "pdu_dual_warmup_steps must be >= 0"),
+    ("pdu_retain_bound", 0.0, "pdu_retain_bound=0.0 can never hold (the retain NLL is > 0): give ε > 0, or None"),
+])
+def test_bad_method_hyperparameters_name_the_field_and_the_range(tmp_path, field, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make(tmp_path, **{field: value})
+
+
+def test_pdu_needs_the_retain_nll_and_owns_the_retain_weight(tmp_path):
+    others = "['npo', 'ga', 'simnpo', 'idk', 'dpo', 'wga', 'satimp', 'undial', 'ceu']"
+    for retain_loss in (None, "kl"):
+        with pytest.raises(ValueError, match=re.escape(f"forget_loss='pdu' does not combine with retain_loss="
+                                                       f"{retain_loss!r}: use one of ['nll'], or a forget_loss among "
+                                                       f"{others}")):
+            make(tmp_path, forget_loss="pdu", retain_loss=retain_loss)
+    with pytest.raises(ValueError, match="retain_weight=2.0 does not apply to forget_loss='pdu'.*set pdu_dual_init"):
+        make(tmp_path, forget_loss="pdu", retain_loss="nll", retain_weight=2.0)
+    copy = make(tmp_path).for_method("pdu")  # its bare name: with the retain loss it needs
+    assert (copy.forget_loss, copy.retain_loss) == ("pdu", "nll") and not copy.needs_reference
+    with pytest.raises(ValueError, match=r"'undial' reads π_ref per token.*precompute_ref_log_probs=False"):
+        make(tmp_path, forget_loss="undial", precompute_ref_log_probs=True)
+
+
 def test_retain_loss_none_from_the_command_line(tmp_path):
     assert make(tmp_path, retain_loss="None").retain_loss is None
 
@@ -54,7 +92,8 @@ def test_empty_replacement_answers(tmp_path):
 @pytest.mark.parametrize(
     "forget_loss, retain_loss, reference",
     [("npo", None, True), ("dpo", None, True), ("ga", "kl", True), ("ga", None, False), ("simnpo", "nll", False),
-     ("idk", "nll", False)],
+     ("idk", "nll", False), ("wga", None, False), ("satimp", "nll", False), ("undial", None, True),
+     ("ceu", None, False), ("ceu", "kl", True), ("pdu", "nll", False)],
 )
 def test_which_objectives_need_a_reference(tmp_path, forget_loss, retain_loss, reference):
     assert make(tmp_path, forget_loss=forget_loss, retain_loss=retain_loss).needs_reference is reference
@@ -100,6 +139,8 @@ def test_method_names_give_the_losses_and_a_config_per_method(tmp_path):
 
     assert method_losses("npo") == ("npo", None) and method_losses("npo+rt") == ("npo", "nll")
     assert method_losses("ga+kl") == ("ga", "kl") and method_losses("idk+rt") == ("idk", "nll")
+    assert method_losses("wga+rt") == ("wga", "nll")
+    assert method_losses("pdu") == method_losses("pdu+rt") == ("pdu", "nll")  # PDU needs the retain NLL
     for bad in ("npo+nll", "sgd", "npo+rt+kl"):
         with pytest.raises(ValueError, match=re.escape(f"method {bad!r}: use <forget_loss>")):
             method_losses(bad)

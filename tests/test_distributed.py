@@ -66,6 +66,38 @@ def test_ddp_and_zero3_give_the_same_weights_with_separate_or_joint_backward(tmp
 
 @pytest.mark.slow
 @pytest.mark.processes
+def test_pdu_on_two_zero3_processes_is_one_process(tmp_path, finetuned_dir, tokenizer, forget_ds, retain_ds,
+                                                   data_files):
+    """The stateful PDU, 2 optimizer steps: ZeRO-3 on 2 processes of 2 rows each, and one process here with 2
+    accumulated micro-batches of 2 rows (the same forget and retain rows per step), log the same losses and end with
+    the same λ and ε, identical on both ranks, and the same weights."""
+    from npo_trl import NPOConfig, NPOTrainer
+
+    flags = {"forget_loss": "pdu", "retain_loss": "nll", "per_device_train_batch_size": 2, "max_steps": 2,
+             "pdu_dual_step": 20.0, "pdu_slack": 0.05}
+    run = launch("examples/accelerate_configs/zero3.yaml", 2, tmp_path / "zero3", finetuned_dir, data_files,
+                 *[str(item) for pair in flags.items() for item in (f"--{pair[0]}", pair[1])])
+    assert run["num_processes"] == 2 and run["deepspeed"]
+    args = NPOConfig(output_dir=str(tmp_path / "one"), report_to="none", save_strategy="no", logging_steps=1,
+                     learning_rate=1e-3, seed=0, gradient_accumulation_steps=2, **flags)
+    one = NPOTrainer(AutoModelForCausalLM.from_pretrained(finetuned_dir, dtype=torch.float32), args=args,
+                     train_dataset=forget_ds, retain_dataset=retain_ds, processing_class=tokenizer)
+    one.train()
+
+    first, second = run["method_states"]
+    assert first == second and first["steps"] == 2.0 and first["dual"] != 1.0  # every rank holds the same state
+    assert first == pytest.approx(one._method_state(), rel=1e-5)  # float32 sums in another order, times η_λ
+    logs = [[h for h in history if "loss/retain" in h] for history in (run["log_history"], one.state.log_history)]
+    for key in ("loss/forget", "loss/retain", "pdu/dual"):
+        assert [h[key] for h in logs[0]] == pytest.approx([h[key] for h in logs[1]], rel=1e-5), key
+    assert logs[0][1]["pdu/retain_bound"] == pytest.approx(1.05 * logs[0][0]["loss/retain"], rel=1e-6)
+    sharded = AutoModelForCausalLM.from_pretrained(tmp_path / "zero3" / "final").parameters()
+    for param, expected in zip(sharded, one.model.parameters(), strict=True):
+        torch.testing.assert_close(param, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.processes
 def test_fsdp2_sharded_weights_evaluate_like_one_process(tmp_path, finetuned_dir):
     """accelerate runs FSDP only on GPU-like devices (docs/guides/distributed.md), so torch's own FSDP2 shards the
     model here, on 2 CPU processes: TOFU's and the privacy metrics of the sharded model, each process scoring half the

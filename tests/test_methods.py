@@ -48,7 +48,7 @@ def test_rows_are_consistent():
     for name, row in METHODS.items():
         assert row.name == name and row.functions and all(hasattr(losses, f.__name__) for f in row.functions)
         assert all(hasattr(NPOConfig, field) for field in row.hyperparameters), name
-        assert None in row.retain_losses, name  # every method runs alone
+        assert None in row.retain_losses or row.combine is not None, name  # alone, but for a constrained one (PDU)
 
 
 def test_unknown_names_and_impossible_combinations_list_the_valid_ones(tmp_path, monkeypatch):
@@ -147,3 +147,70 @@ def test_a_stateful_rows_state_is_checkpointed_and_resumes_exactly(tmp_path, fin
                              train_dataset=forget_ds, processing_class=tokenizer)
         resumed.train(resume_from_checkpoint=str(tmp_path / "whole" / "checkpoint-1"))
         assert resumed._method_state() == whole._method_state(), restore
+
+
+# Non-default settings, so that passing them by name is tested too; PDU's forget term is read in eval mode.
+COMPARED = {"wga": dict(wga_alpha=0.5), "satimp": dict(satimp_beta1=2.0, satimp_beta2=0.5),
+            "undial": dict(undial_gamma=3.0), "ceu": dict(ceu_skip_first=2), "pdu": dict(retain_loss="nll")}
+
+
+@pytest.mark.parametrize("name", list(COMPARED))
+def test_a_compared_methods_row_gives_its_formulas_value(tmp_path, finetuned_dir, tokenizer, forget_ds, retain_ds,
+                                                        name):
+    """On one batch, the forget loss NPOTrainer computes through the row equals the pure function of npo_trl.losses
+    on inputs made here by a plain forward pass: the answers' tokens, labels and lengths in the same order, and the
+    settings passed by name."""
+    from transformers import AutoModelForCausalLM
+
+    trainer = NPOTrainer(AutoModelForCausalLM.from_pretrained(finetuned_dir),
+                         args=config(tmp_path, forget_loss=name, **COMPARED[name]), train_dataset=forget_ds,
+                         retain_dataset=retain_ds if name == "pdu" else None, processing_class=tokenizer)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.eval()  # the forget term alone
+    with torch.no_grad():
+        computed = trainer._compute_loss(trainer.model, batch, False)
+        mask = batch["completion_mask"][:, 1:].bool()
+        forward = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        logits = trainer.model(**forward).logits[:, :-1][mask]
+        labels, lengths = batch["input_ids"][:, 1:][mask], mask.sum(1)
+        token_logps = torch.log_softmax(logits, -1).gather(1, labels[:, None]).squeeze(1)
+        expected = {
+            "wga": lambda: losses.wga_loss(token_logps, lengths, 0.5),
+            "satimp": lambda: losses.satimp_loss(token_logps, lengths, 2.0, 0.5),
+            "undial": lambda: losses.undial_loss(logits, trainer.ref_model(**forward).logits[:, :-1][mask], labels,
+                                                 lengths, 3.0),
+            "ceu": lambda: losses.ceu_loss(logits, labels, lengths, 2),
+            "pdu": lambda: losses.logit_margin_loss(logits, lengths),
+        }[name]()
+    assert lengths.min() > 2 and expected.abs() > 1e-3
+    assert computed.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_pdu_steps_its_dual_variable_once_per_optimizer_step_and_resumes_exactly(tmp_path, finetuned_dir, tokenizer,
+                                                                                forget_ds, retain_ds):
+    """PDU, 3 optimizer steps of 2 accumulated micro-batches, one warm-up step: ε is (1 + slack) × the first step's
+    retain loss (π_ref's), λ then moves by the dual update with each later step's retain loss (the mean of its
+    micro-batches, as logged), once per step; the state is in each checkpoint, and a run resumed from one ends with
+    the uninterrupted run's λ and ε, bit for bit."""
+    settings = dict(forget_loss="pdu", retain_loss="nll", per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                    max_steps=3, pdu_dual_step=20.0, pdu_slack=0.1, pdu_dual_warmup_steps=1)
+    whole, logs = train(tmp_path / "whole", finetuned_dir, tokenizer, forget_ds, retain_ds, save_strategy="steps",
+                        save_steps=1, **settings)
+    bound = losses.pdu_retain_bound(logs[0]["loss/retain"], 0.1)
+    dual = 1.0
+    for log in logs[1:]:  # the first step is the warm-up: λ stays
+        dual = losses.pdu_dual_update(dual, log["loss/retain"], bound, 20.0)
+    assert whole._method_state() == {"dual": dual, "retain_bound": bound, "steps": 3.0} and dual != 1.0
+    after_first = losses.pdu_dual_update(1.0, logs[1]["loss/retain"], bound, 20.0)
+    assert [log["pdu/dual"] for log in logs] == pytest.approx([1.0, 1.0, after_first])  # λ during each step
+    saved = json.loads((tmp_path / "whole" / "checkpoint-1" / "trainer_state.json").read_text())
+    assert saved["stateful_callbacks"]["MethodStateCallback"]["args"]["values"] == {"dual": 1.0, "retain_bound": bound,
+                                                                                    "steps": 1.0}
+
+    from transformers import AutoModelForCausalLM
+
+    resumed = NPOTrainer(AutoModelForCausalLM.from_pretrained(finetuned_dir),
+                         args=config(tmp_path / "whole", save_strategy="no", **settings), train_dataset=forget_ds,
+                         retain_dataset=retain_ds, processing_class=tokenizer)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "whole" / "checkpoint-1"))
+    assert resumed._method_state() == whole._method_state()

@@ -1,8 +1,8 @@
 """Runs NPOTrainer on JSON forget/retain rows; launched by the tests under `accelerate launch` (gloo: DDP, ZeRO-3,
 FSDP).
 
-Saves the final model to <output_dir>/final and writes <output_dir>/run.json from rank 0: the log history and
-the forget and retain rows each micro-batch saw on each rank.
+Saves the final model to <output_dir>/final and writes <output_dir>/run.json from rank 0: the log history, the
+forget and retain rows each micro-batch saw on each rank, and each rank's state of a stateful method (PDU's λ).
 """
 
 import gc
@@ -51,14 +51,17 @@ def main():
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model(os.path.join(args.output_dir, "final"))
     seen = [dict(s, rank=PartialState().process_index) for s in trainer.seen]
+    method_states = [trainer._method_state()]
     if torch.distributed.is_initialized():
         gathered = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(gathered, seen)
-        seen = [s for rank_seen in gathered for s in rank_seen]
+        torch.distributed.all_gather_object(gathered, (seen, method_states[0]))
+        seen = [s for rank_seen, _ in gathered for s in rank_seen]
+        method_states = [state for _, state in gathered]
     if PartialState().is_main_process:
         result = {
             "log_history": trainer.state.log_history,
             "seen": seen,
+            "method_states": method_states,
             "num_processes": PartialState().num_processes,
             "deepspeed": trainer.is_deepspeed_enabled,
             "fsdp": trainer.is_fsdp_enabled,
