@@ -40,6 +40,7 @@ from npo_trl import NPOConfig
 from npo_trl.attacks.arguments import AttackArguments
 from npo_trl.attacks.report import format_attack_table, write_attack_report
 from npo_trl.attacks.stage import attack_stage
+from npo_trl.comparison import comparison_methods
 from npo_trl.methods import method_losses, method_names
 from npo_trl.models import load_model, outside_zero3
 from npo_trl.muse import (
@@ -54,7 +55,7 @@ from npo_trl.muse import (
     scalability,
     sustainability,
 )
-from npo_trl.muse.report import read_metrics, table3, write_report
+from npo_trl.muse.report import read_metrics, table3, write_comparison, write_report
 from npo_trl.muse.robustness import muse_robustness_evaluator
 from npo_trl.stages import (
     TinyLlamaArguments,
@@ -87,7 +88,8 @@ class MUSEScriptArguments:
     methods: list[str] = field(default_factory=lambda: ["npo", "npo+rt", "npo+kl", "ga", "ga+rt", "ga+kl"],
                                metadata={"help": "Unlearning methods: <forget_loss>[+rt|+kl], forget_loss among "
                                                  f"{', '.join(method_names(lambda row: not row.needs_replacement))} "
-                                                 "(pdu: always with the retain NLL)."})
+                                                 "(pdu: always with the retain NLL); 'all': every one "
+                                                 "(npo_trl.comparison)."})
     seeds: list[int] | None = field(default=None, metadata={
         "help": "Unlearn every method once per seed into unlearn/<method>/seed<k>/ (rows <method>/seed<k> in the "
                 "report; the attack table: median and min-max over seeds). Default: one run, with --seed."})
@@ -207,6 +209,8 @@ def attacks(script_args, attack_args, settings, args, model_args, source, tokeni
 def main(script_args: MUSEScriptArguments, tiny_args: TinyLlamaArguments, settings: MUSEEvalSettings,
          attack_args: AttackArguments, args: NPOConfig, model_args: ModelConfig | None = None) -> dict | None:
     model_args = model_args or ModelConfig()
+    if script_args.methods == ["all"]:  # the every-method comparison, of the methods MUSE's raw text allows
+        script_args = dataclasses.replace(script_args, methods=comparison_methods(replacement=False))
     check_arguments(script_args, model_args, attack_args)
     state, out = PartialState(), args.output_dir
     source = make_synthetic_muse(script_args.num_forget) if script_args.dataset == "synthetic" else script_args.dataset
@@ -268,6 +272,7 @@ def main(script_args: MUSEScriptArguments, tiny_args: TinyLlamaArguments, settin
         with open(os.path.join(out, "results.json"), "w") as f:
             json.dump(summary, f, indent=1)
         print(format_attack_table(summary["attacks"], ATTACK_KEYS[0]))
+    write_comparison(out, table, summary.get("attacks"))
     return summary
 
 

@@ -35,6 +35,7 @@ from npo_trl import NPOConfig
 from npo_trl.attacks.arguments import AttackArguments
 from npo_trl.attacks.report import format_attack_table, write_attack_report
 from npo_trl.attacks.stage import attack_stage
+from npo_trl.comparison import comparison_methods
 from npo_trl.methods import method_losses, method_names
 from npo_trl.models import model_init_kwargs, outside_zero3
 from npo_trl.stages import (
@@ -61,7 +62,7 @@ from npo_trl.tofu import (
     tokenizer_corpus,
 )
 from npo_trl.tofu.metrics import EVAL_SETS, forget_quality
-from npo_trl.tofu.report import format_summary, read_metrics, write_report
+from npo_trl.tofu.report import format_summary, read_metrics, write_comparison, write_report
 from npo_trl.tofu.robustness import tofu_robustness_evaluator
 from npo_trl.tofu.stages import retain_model_stats, sample_answers, tofu_unlearning_stage
 
@@ -87,7 +88,7 @@ class TOFUScriptArguments:
     forget_split: str = field(default="forget10", metadata={"help": "forget01/05/10 (synthetic: also 20/30/50/90)."})
     methods: list[str] = field(default_factory=lambda: ["npo", "npo+rt", "ga", "ga+rt"], metadata={
         "help": f"Unlearning methods: <forget_loss>[+rt|+kl], forget_loss among {', '.join(method_names())} (pdu: "
-                "always with the retain NLL)."})
+                "always with the retain NLL); 'all': every method of npo_trl.comparison.COMPARISON_METHODS."})
     seeds: list[int] | None = field(default=None, metadata={
         "help": "Unlearn every method once per seed into unlearn/<method>/seed<k>/ (the report: median and min-max "
                 "over seeds). The fine-tuned and retain models are trained once, with --seed. Default: one run."})
@@ -239,6 +240,8 @@ def attacks(script_args, attack_args, settings, args, model_args, eval_sets, spl
 def main(script_args: TOFUScriptArguments, tiny_args: TinyLlamaArguments, settings: TOFUEvalSettings,
          attack_args: AttackArguments, args: NPOConfig, model_args: ModelConfig | None = None) -> dict | None:
     model_args = model_args or ModelConfig()
+    if script_args.methods == ["all"]:  # the every-method comparison (npo_trl.comparison)
+        script_args = dataclasses.replace(script_args, methods=comparison_methods())
     check_arguments(script_args, args, model_args, attack_args)
     built_in = model_args.model_name_or_path is None and script_args.finetuned_model is None
     settings = dataclasses.replace(  # this run's defaults: short answers on synthetic data, wide tiny-model batches
@@ -274,6 +277,7 @@ def main(script_args: TOFUScriptArguments, tiny_args: TinyLlamaArguments, settin
                                              full_path, tokenizer)
                 with open(os.path.join(args.output_dir, "results.json"), "w") as f:
                     json.dump(summary, f, indent=1)
+            write_comparison(args.output_dir, summary, summary.get("attacks"))
         print(format_summary(summary))
         if attack_args.attacks:
             print(format_attack_table(summary["attacks"], ATTACK_KEYS[0]))

@@ -65,6 +65,8 @@ def test_every_stage_writes_its_outputs(tiny_run):
         metrics = json.loads((tiny_run / "unlearn" / method / "robustness.json").read_text())["metrics"]
         assert 0 <= metrics["attack/relearn2/muse/verbmem_forget"] <= 100
         assert "attack/quantize8/retain/muse/knowmem_forget" in metrics
+    comparison = (tiny_run / "comparison.md").read_text().splitlines()  # the every-method table
+    assert comparison[0].startswith("| method | seeds | VerbMem D_f (lower) |") and len(comparison) == 2 + 2
 
 
 def test_a_second_run_skips_finished_stages(tiny_run):

@@ -87,6 +87,10 @@ def test_attacks_write_their_table_and_files(tiny_run):
     assert lines[0] == "method,seed,attack,metric,value,recovery"
     assert len(lines) == 1 + len(methods) * 4 * 3 + 2 * 2 * 4  # method × key × (none + attacks), then baselines
     assert (tiny_run / "fig_attacks.png").read_bytes()[:8] == PNG_MAGIC
+    comparison = (tiny_run / "comparison.md").read_text().splitlines()  # the every-method table, with recoveries
+    assert comparison[0].startswith("| method | seeds | forget quality | model utility | PrivLeak % | collapsed |")
+    assert comparison[0].endswith("| recovery of forget_prob, relearn2 | recovery of forget_prob, quantize4 |")
+    assert [line.split(" | ")[0] for line in comparison[2:]] == [f"| {m}" for m in methods]
 
 
 def test_robustness_benchmark_measures_a_finished_run(tiny_run, tmp_path):

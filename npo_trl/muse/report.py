@@ -106,3 +106,20 @@ def write_report(out: str, table: dict[str, list[dict]], reference: dict[str, di
     if criteria:
         plot_criteria(criteria, os.path.join(out, "fig_c5_c6.png"))
     return summary
+
+
+def write_comparison(out: str, table: dict[str, list[dict]], attacks: dict | None = None) -> str:
+    """`comparison.md` in `out`: the every-method table (`npo_trl.comparison.comparison_table`) of each method's final
+    model over seeds (`table`'s `<method>/seed<k>` rows, or one run per method): MUSE's four criteria and, with
+    `attacks` (the attack report's summary), each attack's recovery of `muse/verbmem_forget`. Returns the table."""
+    from ..comparison import comparison_table
+
+    finals: dict[str, dict] = {}
+    for name, rows in table.items():
+        method, _, seed = name.partition("/")
+        finals.setdefault(method, {})[seed or "0"] = rows[-1]
+    recoveries = [(attack, "muse/verbmem_forget") for attack in (attacks or {}).get("attacks", [])]
+    text = comparison_table(finals, list(TABLE_COLUMNS.items()), attacks=attacks, recoveries=recoveries)
+    with open(os.path.join(out, "comparison.md"), "w") as f:
+        f.write(text + "\n")
+    return text

@@ -221,3 +221,19 @@ def plot_privacy(summary: dict, path: str, title: str) -> None:
     ax_fq.legend(fontsize=8)
     fig.suptitle(f"{title}: forgetting and membership leakage, per epoch")
     fig.tight_layout(rect=(0, 0, 1, 0.95)), fig.savefig(path, dpi=120), plt.close(fig)
+
+
+def write_comparison(out: str, summary: dict, attacks: dict | None = None) -> str:
+    """`comparison.md` in `out`: the every-method table (`npo_trl.comparison.comparison_table`) of each method's final
+    model over seeds: forget quality, model utility, PrivLeak, how many seeds collapsed (`collapsed`) and, with
+    `attacks` (the attack report's summary), each attack's recovery of `tofu/forget_prob`. Returns the table."""
+    from ..comparison import comparison_table
+
+    finals = {method: {seed: rows[-1] for seed, rows in runs.items()} for method, runs in summary["per_epoch"].items()}
+    utility = summary["finetuned"][MU] or 0.0
+    columns = [(FQ, "forget quality"), (MU, "model utility"), ("privacy/privleak", "PrivLeak %")]
+    recoveries = [(attack, "tofu/forget_prob") for attack in (attacks or {}).get("attacks", [])]
+    text = comparison_table(finals, columns, lambda row: collapsed(row, utility), attacks, recoveries)
+    with open(os.path.join(out, "comparison.md"), "w") as f:
+        f.write(text + "\n")
+    return text
