@@ -90,10 +90,9 @@ def build_evaluator(eval_args: MUSEEvalArguments, settings: MUSEEvalSettings, mo
     return MUSEEvaluator(tokenizer, sets, stats, settings, progress=accelerator.is_main_process)
 
 
-def attack(eval_args, attack_args, settings, model_args, tokenizer, accelerator) -> dict:
+def attack(eval_args, attack_args, settings, model_args, tokenizer, model) -> dict:
     """--attacks: the model's forget criteria on the documents that relearning does not train on, after each attack,
     with their recoveries and the retrain and target models under the same attacks (`npo_trl.muse.robustness`)."""
-    from npo_trl.models import load_model
     from npo_trl.muse import load_muse, muse_eval_sets
     from npo_trl.muse.robustness import muse_robustness_evaluator
 
@@ -102,7 +101,7 @@ def attack(eval_args, attack_args, settings, model_args, tokenizer, accelerator)
         tokenizer, muse_eval_sets(eval_args.dataset, privleak=False), attack_args, settings,
         forget_texts=texts["forget"], retain_texts=texts["retain1"], retrain_model=eval_args.retrain_model,
         target_model=eval_args.target_model, model_args=model_args, progress=True)
-    return robustness.evaluate(load_model(model_args.model_name_or_path, model_args, accelerator.device))
+    return robustness.evaluate(model)
 
 
 def main(eval_args: MUSEEvalArguments, settings: MUSEEvalSettings, model_args: ModelConfig,
@@ -123,15 +122,15 @@ def main(eval_args: MUSEEvalArguments, settings: MUSEEvalSettings, model_args: M
         eval_args.tokenizer_name_or_path or model_args.model_name_or_path,
         revision=None if eval_args.tokenizer_name_or_path else model_args.model_revision)
     evaluator = build_evaluator(eval_args, settings, model_args, tokenizer, accelerator)
-    metrics = evaluator.evaluate(load_model(model_args.model_name_or_path, model_args, accelerator.device),
-                                 accelerator=accelerator)
+    model = load_model(model_args.model_name_or_path, model_args, accelerator.device)
+    metrics = evaluator.evaluate(model, accelerator=accelerator)
     rows = {name: len(prompts) for name, (prompts, *_) in evaluator.generation_sets.items()}
     rows.update({name: len(ids) for name, (ids, _) in evaluator.privleak_sets.items()})
     result = {"model": model_args.model_name_or_path, "dataset": eval_args.dataset,
               "reference": eval_args.retrain_model or eval_args.reference_stats, "rows": rows,
               "settings": settings.to_dict(), "metrics": metrics, "seconds": evaluator.timer.seconds["total"]}
     if attack_args.attacks:
-        result["attacks"] = attack(eval_args, attack_args, settings, model_args, tokenizer, accelerator)
+        result["attacks"] = attack(eval_args, attack_args, settings, model_args, tokenizer, model)
     if accelerator.is_main_process:
         write_result(result, eval_args.output_json)
     return result

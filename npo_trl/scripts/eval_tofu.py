@@ -55,16 +55,15 @@ class TOFUEvalArguments:
     output_json: str = field(default="tofu_eval.json", metadata={"help": "Where the metrics are written."})
 
 
-def attack(eval_args, attack_args, settings, model_args, tokenizer, sets, accelerator) -> dict:
+def attack(eval_args, attack_args, settings, model_args, tokenizer, sets, model) -> dict:
     """--attacks: the model's forget metrics on the forget rows that relearning does not train on, after each attack,
     with their recoveries and the retain and fine-tuned models under the same attacks (`npo_trl.tofu.robustness`)."""
-    from npo_trl.models import load_model
     from npo_trl.tofu.robustness import tofu_robustness_evaluator
 
     robustness = tofu_robustness_evaluator(
         tokenizer, sets["forget"], attack_args, settings, retain_model=eval_args.retain_model,
         finetuned_model=eval_args.finetuned_model, retain_rows=sets["retain"], model_args=model_args, progress=True)
-    return robustness.evaluate(load_model(model_args.model_name_or_path, model_args, accelerator.device))
+    return robustness.evaluate(model)
 
 
 def main(eval_args: TOFUEvalArguments, settings: TOFUEvalSettings, model_args: ModelConfig,
@@ -93,13 +92,13 @@ def main(eval_args: TOFUEvalArguments, settings: TOFUEvalSettings, model_args: M
                                         sets["forget"], settings, holdout_eval_set=sets.get("holdout"),
                                         accelerator=accelerator)
     evaluator = TOFUEvaluator(tokenizer, sets, stats, settings, progress=accelerator.is_main_process)
-    metrics = evaluator.evaluate(load_model(model_args.model_name_or_path, model_args, accelerator.device),
-                                 accelerator=accelerator)
+    model = load_model(model_args.model_name_or_path, model_args, accelerator.device)
+    metrics = evaluator.evaluate(model, accelerator=accelerator)
     result = {"model": model_args.model_name_or_path, "dataset": eval_args.dataset,
               "forget_split": eval_args.forget_split, "rows": {name: len(s) for name, s in evaluator.sets.items()},
               "settings": settings.to_dict(), "metrics": metrics, "seconds": evaluator.timer.seconds["total"]}
     if attack_args.attacks:
-        result["attacks"] = attack(eval_args, attack_args, settings, model_args, tokenizer, sets, accelerator)
+        result["attacks"] = attack(eval_args, attack_args, settings, model_args, tokenizer, sets, model)
     if accelerator.is_main_process:
         write_result(result, eval_args.output_json)
     return result
