@@ -284,8 +284,8 @@ def make_parser() -> TrlParser:
     return experiment_parser((MUSEScriptArguments, TinyLlamaArguments, MUSEEvalSettings, AttackArguments, NPOConfig,
                               ModelConfig), output_dir="results/muse", num_train_epochs=10, learning_rate=1e-3,
                              per_device_train_batch_size=4, max_length=256, batch_size=16, knowmem_trailing_space=None,
-                             attacks=["relearn", "quantize8", "quantize4"], relearn_steps=[10],
-                             relearn_learning_rate=1e-3)
+                             attacks=["relearn", "quantize8", "quantize4"], relearn_steps=[80],
+                             relearn_learning_rate=1e-4)
 
 
 if __name__ == "__main__":

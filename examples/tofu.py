@@ -291,8 +291,8 @@ def make_parser() -> TrlParser:
     return experiment_parser((TOFUScriptArguments, TinyLlamaArguments, TOFUEvalSettings, AttackArguments, NPOConfig,
                               ModelConfig), output_dir="results/tofu", num_train_epochs=15, learning_rate=3e-4,
                              per_device_train_batch_size=32, max_length=128, batch_size=32, max_new_tokens=None,
-                             attacks=["relearn", "quantize8", "quantize4"], relearn_steps=[10],
-                             relearn_learning_rate=1e-3)
+                             attacks=["relearn", "quantize8", "quantize4"], relearn_steps=[80],
+                             relearn_learning_rate=1e-4)
 
 
 if __name__ == "__main__":
