@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=None, help="The run's seed folder (runs with --seeds).")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--attacks", nargs="+", default=["relearn", "quantize8", "quantize4"])
-    parser.add_argument("--relearn_steps", nargs="+", type=int, default=[10])
-    parser.add_argument("--relearn_learning_rate", type=float, default=1e-3)
+    parser.add_argument("--relearn_steps", nargs="+", type=int, default=[80])
+    parser.add_argument("--relearn_learning_rate", type=float, default=1e-4)
     parser.add_argument("--output", default=os.path.join(HERE, "robustness.json"))
     options = parser.parse_args(argv)
     result = measure(options.run, options.method, options.seed, options.repeats, options.attacks,
