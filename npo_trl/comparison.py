@@ -3,7 +3,7 @@ metrics, with how many seeds collapsed and, when the runs were attacked, the rec
 in, markdown out; the benchmarks' reports choose the columns (examples/tofu.py and examples/muse.py write it as
 `comparison.md`)."""
 
-from .attacks.report import spread
+from .attacks.report import format_spread, spread
 
 COMPARISON_METHODS = ("npo", "npo+rt", "npo+kl", "ga", "ga+rt", "simnpo", "idk+rt", "dpo+rt", "wga", "satimp",
                       "undial", "ceu", "pdu")  # `--methods all`: the paper's methods, SimNPO and the five newer ones
@@ -15,14 +15,6 @@ def comparison_methods(replacement: bool = True) -> list[str]:
     from .methods import METHODS, method_losses
 
     return [m for m in COMPARISON_METHODS if replacement or not METHODS[method_losses(m)[0]].needs_replacement]
-
-
-def _cell(entry) -> str:
-    if entry is None:
-        return "–"
-    if entry["min"] == entry["max"]:
-        return f"{entry['median']:.3g}"
-    return f"{entry['median']:.3g} [{entry['min']:.3g}, {entry['max']:.3g}]"
 
 
 def comparison_table(finals: dict, columns: list[tuple[str, str]], collapsed=None, attacks: dict | None = None,
@@ -38,11 +30,11 @@ def comparison_table(finals: dict, columns: list[tuple[str, str]], collapsed=Non
     lines = ["| " + " | ".join(header) + " |", "|---|---:|" + "---:|" * (len(header) - 2)]
     for method, runs in finals.items():
         rows = list(runs.values())
-        cells = [method, str(len(rows))] + [_cell(spread(row.get(key) for row in rows)) for key, _ in columns]
+        cells = [method, str(len(rows))] + [format_spread(spread(row.get(key) for row in rows)) for key, _ in columns]
         if collapsed is not None:
             cells.append(f"{sum(bool(collapsed(row)) for row in rows)} of {len(rows)}")
         for attack, key in recoveries:
             entry = ((attacks or {}).get("methods", {}).get(method) or {}).get(attack) or {}
-            cells.append(_cell(entry.get(f"recovery/{key}")))
+            cells.append(format_spread(entry.get(f"recovery/{key}")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -67,7 +67,9 @@ def write_attacks_csv(path: str, results: dict, attacks: list[str], keys: list[s
                         writer.writerow([baseline, "", attack, key, first["metrics"][name], ""])
 
 
-def _cell(entry: dict | None, digits: int = 3) -> str:
+def format_spread(entry: dict | None, digits: int = 3) -> str:
+    """A `spread` as a table cell: "median [min, max]" to `digits` significant digits, the median alone when min and
+    max agree, "–" for None."""
     if entry is None:
         return "–"
     if entry["min"] == entry["max"]:
@@ -83,8 +85,9 @@ def format_attack_table(summary: dict, key: str) -> str:
     lines = [f"`{key}` (recovery: 0 = nothing back, 1 = the fine-tuned model's value); median [min, max] over seeds",
              "", "| model | unlearned | " + " | ".join(attacks) + " |", "|---|---:|" + "---:|" * len(attacks)]
     for method, entry in summary["methods"].items():
-        cells = [f"{_cell(entry[a][key])} (rec. {_cell(entry[a][f'recovery/{key}'], 2)})" for a in attacks]
-        lines.append(f"| {method} | {_cell(entry['unlearned'][key])} | " + " | ".join(cells) + " |")
+        cells = [f"{format_spread(entry[a][key])} (rec. {format_spread(entry[a][f'recovery/{key}'], 2)})"
+                 for a in attacks]
+        lines.append(f"| {method} | {format_spread(entry['unlearned'][key])} | " + " | ".join(cells) + " |")
     for baseline in BASELINES:
         values = [summary["baselines"].get(a, {}).get(baseline, {}).get(key) for a in attacks]
         if any(v is not None for v in values):
