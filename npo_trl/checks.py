@@ -41,6 +41,13 @@ def checked_inputs(model, ref_model, args, train_dataset, retain_dataset, comput
             "retain_loss='kl' compares full next-token distributions with π_ref on retain rows, which cannot be "
             "precomputed: set precompute_ref_log_probs=False, or pass ref_model."
         )
+    peft = peft_config is not None or hasattr(model, "peft_config")
+    if peft and (args.forget_loss == "rmu" or args.trainable_parameters is not None):
+        raise ValueError(
+            f"forget_loss={args.forget_loss!r} with trainable_parameters={args.trainable_parameters} chooses which of "
+            "the model's own weights train, which a PEFT model does not train: drop peft_config (use_peft) and train "
+            "the full model (RMU updates a few MLP matrices only), or choose the adapted modules in peft_config."
+        )
     if compute_metrics is not None:
         raise ValueError(
             "compute_metrics is not supported: NPOTrainer's evaluation reports the forget loss and log-probs. "

@@ -27,11 +27,14 @@ class NPOConfig(DPOConfig):
             Loss on the forget set, a row of `npo_trl.methods.METHODS`: `"npo"` (eq. 3), `"ga"` (gradient ascent,
             eq. 1), `"simnpo"` (reference-free, length-normalised), `"idk"` (NLL on a replacement answer such as "I
             don't know"), `"dpo"` (DPO with the replacement as chosen and the forget answer as rejected), `"wga"`,
-            `"satimp"`, `"undial"`, `"ceu"`, `"pdu"` (the methods NPO is compared with; PDU needs `retain_loss="nll"`).
+            `"satimp"`, `"undial"`, `"ceu"`, `"pdu"` (the methods NPO is compared with; PDU needs `retain_loss="nll"`),
+            `"rmu"` (WMDP's RMU on layer activations; needs `retain_loss="activations"`).
             NPOConfig refuses a name the registry lacks and a combination its row refuses.
         retain_loss (`str` or `None`, *optional*, defaults to `None`):
-            Loss on the retain set: `None`, `"nll"` (the paper's +RT) or `"kl"` (KL(π_ref‖π_θ) on the retain
-            completion tokens, the paper's +KL). Needs `retain_dataset`.
+            Loss on the retain set: `None`, `"nll"` (the paper's +RT), `"kl"` (KL(π_ref‖π_θ) on the retain
+            completion tokens, the paper's +KL) or `"activations"` (RMU's: the mean squared distance of layer ℓ's
+            output to the frozen model's at every retain token; only with `forget_loss="rmu"`, which needs it). Needs
+            `retain_dataset`.
         forget_weight (`float`, *optional*, defaults to `1.0`):
             Weight of the forget loss (the paper's componential weight).
         retain_weight (`float`, *optional*, defaults to `1.0`):
@@ -68,6 +71,24 @@ class NPOConfig(DPOConfig):
         pdu_dual_warmup_steps (`int`, *optional*, defaults to `0`):
             Optimizer steps during which λ stays at `pdu_dual_init` (the paper's warm start; open-unlearning's
             `dual_warmup_epochs` counts epochs).
+        rmu_layer (`int`, *optional*):
+            RMU's layer ℓ: the decoder layer (0-based) whose output RMU steers, on forget rows towards c·u and on
+            retain rows towards the frozen model's. `None`: round(7/32 · the model's number of layers), the depth of
+            the WMDP paper's layer 7 of zephyr-7b's 32 (0 for a 2-layer model).
+        rmu_steering_coeff (`float`, *optional*):
+            RMU's steering coefficient c, the norm of the target c·u (the paper's code: 6.5 for zephyr-7b, 300 for
+            Mixtral-8x7B). `None`: 4 × the median norm of layer ℓ's output on the forget tokens, measured at the
+            first optimizer step (θ is θ_ref until its update) and kept in the checkpointed state.
+        rmu_alpha (`float`, *optional*, defaults to `1200.0`):
+            RMU's retain weight α on the activation distance to the frozen model (the paper's code for zephyr-7b:
+            1200). RMU's α replaces `retain_weight`, which must stay 1.
+        trainable_parameters (`list[str]`, *optional*):
+            Regular expressions (`re.search`) on parameter names: only the parameters matching one are trained, the
+            others are frozen before the optimizer is built (and before DeepSpeed starts). Each must match some
+            parameter. `None`: every parameter, except for `forget_loss="rmu"`, which trains the MLP's down
+            projection of layers ℓ-2, ℓ-1 and ℓ, as the paper's code (for a Llama and ℓ = 7:
+            `^model\.layers\.5\.mlp\.down_proj\.` and those of layers 6 and 7). Not with PEFT, whose adapters are the
+            trained parameters.
         retain_batch_size (`int`, *optional*):
             Retain rows per device per forget micro-batch. Defaults to `per_device_train_batch_size`.
         replacement_answers (`list[str]`, *optional*):
@@ -130,6 +151,21 @@ class NPOConfig(DPOConfig):
     )
     pdu_slack: float = field(default=0.0, metadata={"help": "PDU: ε's fraction above π_ref's retain loss."})
     pdu_dual_warmup_steps: int = field(default=0, metadata={"help": "PDU: optimizer steps before λ first moves."})
+    rmu_layer: int | None = field(
+        default=None,
+        metadata={"help": "RMU's decoder layer ℓ (0-based) whose output it steers; default round(7/32 · num layers)."},
+    )
+    rmu_steering_coeff: float | None = field(
+        default=None,
+        metadata={"help": "RMU's steering coefficient c, the norm of the target c·u; default 4 × the median norm of "
+                          "layer ℓ's output on the forget tokens at step 1."},
+    )
+    rmu_alpha: float = field(default=1200.0, metadata={"help": "RMU's retain weight α (the paper's zephyr-7b: 1200)."})
+    trainable_parameters: list[str] | None = field(
+        default=None,
+        metadata={"help": "Regular expressions on parameter names: train only the matching parameters (default: all; "
+                          "rmu: layers ℓ-2..ℓ's mlp.down_proj)."},
+    )
     retain_batch_size: int | None = field(
         default=None,
         metadata={"help": "Retain rows per device per forget micro-batch; defaults to per_device_train_batch_size."},
@@ -163,7 +199,8 @@ class NPOConfig(DPOConfig):
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0 (got {self.beta}); as beta → 0 NPO becomes forget_loss='ga'.")
         for name in ("forget_weight", "retain_weight", "wga_alpha", "satimp_beta1", "satimp_beta2", "undial_gamma",
-                     "ceu_skip_first", "pdu_dual_init", "pdu_dual_step", "pdu_slack", "pdu_dual_warmup_steps"):
+                     "ceu_skip_first", "pdu_dual_init", "pdu_dual_step", "pdu_slack", "pdu_dual_warmup_steps",
+                     "rmu_alpha"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)}): {self._ranges()}")
         for name in ("ceu_skip_first", "pdu_dual_warmup_steps"):
@@ -175,6 +212,21 @@ class NPOConfig(DPOConfig):
         if self.forget_loss == "pdu" and self.retain_weight != 1.0:
             raise ValueError(f"retain_weight={self.retain_weight} does not apply to forget_loss='pdu', whose dual "
                              "variable λ weighs the retain loss: leave retain_weight at 1 and set pdu_dual_init.")
+        if self.forget_loss == "rmu" and self.retain_weight != 1.0:
+            raise ValueError(f"retain_weight={self.retain_weight} does not apply to forget_loss='rmu', whose retain "
+                             "term is weighted by rmu_alpha: leave retain_weight at 1 and set rmu_alpha.")
+        if self.rmu_layer is not None and (self.rmu_layer != int(self.rmu_layer) or self.rmu_layer < 0):
+            raise ValueError(f"rmu_layer={self.rmu_layer} is out of range: give a decoder layer's 0-based index, or "
+                             "None for round(7/32 · the model's number of layers).")
+        if self.rmu_steering_coeff is not None and not self.rmu_steering_coeff > 0:
+            raise ValueError(f"rmu_steering_coeff={self.rmu_steering_coeff} must be > 0 (the norm of RMU's target "
+                             "c·u), or None for 4 × the median activation norm.")
+        if self.retain_loss == "activations" and self.precompute_ref_log_probs:
+            raise ValueError("retain_loss='activations' compares layer activations with the frozen model's on each "
+                             "retain batch, which cannot be precomputed: set precompute_ref_log_probs=False.")
+        if self.trainable_parameters is not None and not self.trainable_parameters:
+            raise ValueError("trainable_parameters=[] would train nothing: give regular expressions of parameter "
+                             "names, or None to train every parameter (rmu: its default layers).")
         if self.retain_batch_size is not None and self.retain_batch_size < 1:
             raise ValueError(f"retain_batch_size must be >= 1 (got {self.retain_batch_size}).")
         if self.nonfinite_loss not in ("raise", "skip"):
@@ -192,8 +244,8 @@ class NPOConfig(DPOConfig):
 
     @staticmethod
     def _ranges() -> str:
-        return ("weights, wga_alpha, satimp_beta1/2, undial_gamma, pdu_dual_init, pdu_dual_step and pdu_slack are "
-                "floats >= 0; ceu_skip_first and pdu_dual_warmup_steps whole numbers >= 0.")
+        return ("weights, wga_alpha, satimp_beta1/2, undial_gamma, pdu_dual_init, pdu_dual_step, pdu_slack and "
+                "rmu_alpha are floats >= 0; ceu_skip_first and pdu_dual_warmup_steps whole numbers >= 0.")
 
     def for_method(self, method: str, **changes) -> "NPOConfig":
         """A copy of this configuration for one method (`method_losses`: "npo+rt" sets forget_loss="npo" and
@@ -240,7 +292,7 @@ class NPOConfig(DPOConfig):
     @property
     def needs_reference(self) -> bool:
         """Whether the objective compares the policy with π_ref (so a reference model or its log-probs exist)."""
-        return self.method.needs_reference or self.retain_loss == "kl"
+        return self.method.needs_reference or self.retain_loss in ("kl", "activations")
 
     @property
     def needs_replacement(self) -> bool:

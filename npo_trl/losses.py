@@ -1,5 +1,5 @@
 """The unlearning objectives: NPO (Zhang, Lin, Bai & Mei 2024, "Negative Preference Optimization", arXiv 2404.05868),
-its baselines, and the methods NPO is compared with (UNDIAL, WGA, SatImp, CE-U, PDU).
+its baselines, and the methods NPO is compared with (UNDIAL, WGA, SatImp, CE-U, PDU, RMU).
 
 Every function is pure and returns a scalar loss to *minimise*. The NPO-paper losses take per-sequence
 log-probabilities log π(y|x) (the SUM of the completion tokens' log-probs, prompt and padding masked) or, for the KL
@@ -209,3 +209,34 @@ def pdu_dual_update(dual: float, retain_loss: float, retain_bound: float, dual_s
     if dual_step < 0:
         raise ValueError(f"dual_step (the dual learning rate η_λ) must be >= 0; got {dual_step}.")
     return max(0.0, float(dual) + dual_step * (float(retain_loss) - retain_bound))
+
+
+# ---------------------------------------------------------------- RMU (activations, not log-probabilities)
+def activation_mse(activations: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Both terms of RMU (Li et al. 2024, "The WMDP Benchmark", arXiv 2403.03218, Algorithm 1): the mean over tokens
+    of ||h - t||² / d, for `activations` h (num_tokens, d) at layer ℓ and `targets` t of the same shape or
+    broadcastable to it.
+
+    The forget term takes t = c·u (`rmu_control_vector`), the retain term t = the frozen model's activations at the
+    same tokens (weighted by α). The paper's code averages over every position of the padded batch; here the tokens
+    are the rows' own (no padding).
+    """
+    if activations.dim() != 2:
+        raise ValueError(f"activations must be (num_tokens, hidden); got {tuple(activations.shape)}.")
+    return (activations.float() - targets.float()).pow(2).mean()
+
+
+def rmu_control_vector(hidden_size: int, steering_coeff: float, seed: int) -> torch.Tensor:
+    """RMU's target c·u (Li et al. 2024, Algorithm 1): u a random unit vector, fixed for the whole run, c the steering
+    coefficient. As the paper's code draws it: entries uniform in [0, 1), normalised; here from a generator seeded with
+    `seed`, so that every process and every step draws the same u. Shape (hidden_size,), float32, on the CPU."""
+    generator = torch.Generator().manual_seed(int(seed))
+    direction = torch.rand(hidden_size, generator=generator)
+    return float(steering_coeff) * direction / direction.norm()
+
+
+def median_token_norm(activations: torch.Tensor) -> torch.Tensor:
+    """The median over tokens of ||h||, for `activations` (num_tokens, d): the scale from which npo-trl derives RMU's
+    default steering coefficient (the median, not the mean: a language model's first token often has an activation
+    many times the others' norm)."""
+    return activations.detach().float().norm(dim=-1).median()

@@ -20,7 +20,9 @@ help.
   sequence, the sum over the answer's tokens, and |y|: NPO, GA, SimNPO, IDK, DPO), `TOKENS` (per token, `token_logps`
   and `token_mask`, (rows, T): the trainer's forward pass makes them anyway, so this costs nothing) or
   `DISTRIBUTIONS` (the next-token log-distributions at the answer's tokens, `token_logprobs`, (num_tokens, vocab), and
-  those tokens, `token_labels`: one more forward pass that builds the full logits, made only for a row that asks).
+  those tokens, `token_labels`: one more forward pass that builds the full logits, made only for a row that asks)
+  or `HIDDEN` (the output of decoder layer ℓ = `rmu_layer` at every non-padding token of the forget rows, prompt and
+  completion alike, `hidden_states`, (num_tokens, d): caught by a hook in the forward pass the trainer makes anyway).
   With `needs_reference`, the reference's of the same kind come too (`ref_logps`, `ref_token_logps`,
   `ref_token_logprobs`); per-token ones need a live π_ref, so such a row refuses `precompute_ref_log_probs` (the
   precomputed columns hold sums).
@@ -28,7 +30,9 @@ help.
   `replacement_logps`, `replacement_lengths` (and `replacement_ref_logps`).
 - `hyperparameters` names the NPOConfig fields the loss reads; they are passed to it by name (a field the loss does
   not take fails at once), and listed in the docs table.
-- `retain_losses` are the retain losses the method combines with; NPOConfig refuses the others.
+- `retain_losses` are the retain losses the method combines with; NPOConfig refuses the others. `"nll"` and `"kl"`
+  read log-probs of the retain completions; `"activations"` (RMU's) is the mean squared distance between layer ℓ's
+  output and the frozen reference model's at every non-padding retain token, and only a row naming it takes it.
 - A stateful method (PDU's dual variable) sets `state(**hyper-parameters)` to return its initial state, a dict of
   floats. The trainer keeps that dict in `npo_trl.method_state.MethodStateCallback`, written into every checkpoint's
   trainer_state.json (`stateful_callbacks`, JSON: floats come back exactly) and read back on resume, and passes it to
@@ -56,8 +60,10 @@ from . import losses
 SEQUENCE = "sequence"  # log π(y|x) summed over the answer's tokens, and |y|
 TOKENS = "tokens"  # log π(y_t|x, y_<t) of each answer token, (rows, T), and the mask of the answer's tokens
 DISTRIBUTIONS = "distributions"  # log π(·|x, y_<t) over the vocabulary at each answer token, (num_tokens, vocab)
-INPUTS = (SEQUENCE, TOKENS, DISTRIBUTIONS)
-RETAIN_LOSSES = (None, "nll", "kl")
+HIDDEN = "hidden"  # the output of decoder layer ℓ (`rmu_layer`) at every token of the forget rows, (num_tokens, d)
+INPUTS = (SEQUENCE, TOKENS, DISTRIBUTIONS, HIDDEN)
+RETAIN_LOSSES = (None, "nll", "kl", "activations")
+LOG_PROB_RETAIN_LOSSES = (None, "nll", "kl")  # "activations" (RMU's) needs a row that names it
 # The paper's method names: <forget_loss>[+rt|+kl], the suffix naming the retain loss.
 METHOD_RETAIN_SUFFIXES = {"": None, "rt": "nll", "kl": "kl"}
 
@@ -80,6 +86,7 @@ class ForgetInputs:
     token_logprobs: torch.Tensor | None = None  # (num_tokens, vocab), the forget answers' tokens in row order
     ref_token_logprobs: torch.Tensor | None = None
     token_labels: torch.Tensor | None = None  # (num_tokens,), the token ids of `token_logprobs`' rows
+    hidden_states: torch.Tensor | None = None  # (num_tokens, d): layer ℓ's output at the rows' non-padding tokens
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,7 @@ class Method:
     needs_replacement: bool = False
     inputs: tuple[str, ...] = (SEQUENCE,)
     hyperparameters: tuple[str, ...] = ()
-    retain_losses: tuple[str | None, ...] = RETAIN_LOSSES
+    retain_losses: tuple[str | None, ...] = LOG_PROB_RETAIN_LOSSES
     state: Callable[..., dict[str, float]] | None = None  # (**hyper-parameters) → the initial state
     update: Callable[..., None] | None = None  # (state, logged metrics, **hyper-parameters), after each optimizer step
     combine: Callable[..., torch.Tensor] | None = None  # (forget term, retain loss, **settings) → the objective
@@ -157,6 +164,48 @@ def _pdu_metrics(forget, state, pdu_retain_bound, **_) -> dict[str, torch.Tensor
                                                           if known else {})}
 
 
+# RMU's default steering coefficient: this multiple of the median norm of layer ℓ's output on the forget tokens,
+# measured at the first optimizer step (docs/guides/trainer.md, "RMU").
+RMU_STEERING_NORM_MULTIPLE = 4.0
+
+
+def _rmu_steering_coeff(forget, state, rmu_steering_coeff) -> float:
+    """c: `rmu_steering_coeff`; without it, measured at the first optimizer step from this micro-batch (θ is θ_ref
+    until the first update) and from then on the state's, the mean of the first step's measurements."""
+    if rmu_steering_coeff is not None:
+        return float(rmu_steering_coeff)
+    if state["steps"] == 0:
+        return RMU_STEERING_NORM_MULTIPLE * losses.median_token_norm(forget.hidden_states).item()
+    return state["steering_coeff"]
+
+
+def _rmu_loss(forget, state, rmu_steering_coeff, seed, **_) -> torch.Tensor:
+    """RMU's forget term: layer ℓ's output pushed towards c·u."""
+    activations = forget.hidden_states
+    target = losses.rmu_control_vector(activations.size(-1), _rmu_steering_coeff(forget, state, rmu_steering_coeff),
+                                       seed)
+    return losses.activation_mse(activations, target.to(activations.device))
+
+
+def _rmu_state(rmu_steering_coeff, **_) -> dict[str, float]:
+    """c (`rmu_steering_coeff`, or 0 until `_rmu_update` measures it) and the optimizer steps taken."""
+    return {"steering_coeff": float(rmu_steering_coeff or 0.0), "steps": 0.0}
+
+
+def _rmu_update(state, logged, rmu_steering_coeff, **_) -> None:
+    """After the first optimizer step, without `rmu_steering_coeff`: c = the multiple of that step's median
+    activation norm (its mean over micro-batches and processes)."""
+    if rmu_steering_coeff is None and state["steps"] == 0:
+        state["steering_coeff"] = RMU_STEERING_NORM_MULTIPLE * logged["rmu/activation_norm"]
+    state["steps"] += 1.0
+
+
+def _rmu_metrics(forget, state, rmu_steering_coeff, **_) -> dict[str, torch.Tensor]:
+    """The median norm of the forget activations (`rmu/activation_norm`) and c (`rmu/steering_coeff`)."""
+    return {"rmu/activation_norm": losses.median_token_norm(forget.hidden_states),
+            "rmu/steering_coeff": torch.tensor(_rmu_steering_coeff(forget, state, rmu_steering_coeff))}
+
+
 PDU_HYPERPARAMETERS = ("pdu_dual_init", "pdu_dual_step", "pdu_retain_bound", "pdu_slack", "pdu_dual_warmup_steps")
 NPO_PAPER = "Zhang et al. 2024, arXiv 2404.05868"
 METHODS: dict[str, Method] = {row.name: row for row in [
@@ -205,6 +254,13 @@ METHODS: dict[str, Method] = {row.name: row for row in [
            formula="(max_v z_t(v) − mean_v z_t(v))² per answer token; + λ (L_retain − ε), λ by dual ascent",
            inputs=(DISTRIBUTIONS,), hyperparameters=PDU_HYPERPARAMETERS, retain_losses=("nll",), state=_pdu_state,
            update=_pdu_update, combine=_pdu_combine, metrics=_pdu_metrics),
+    Method("rmu", _rmu_loss, functions=(losses.activation_mse, losses.rmu_control_vector, losses.median_token_norm),
+           paper="Li et al. 2024 (WMDP), arXiv 2403.03218", equation="Algorithm 1",
+           formula="\\|h_θ^ℓ(x) − c·u\\|² / d per token, u a fixed random unit vector; + α \\|h_θ^ℓ − h_ref^ℓ\\|² / d "
+                   "on retain tokens",
+           inputs=(HIDDEN,), hyperparameters=("rmu_layer", "rmu_steering_coeff", "rmu_alpha", "seed"),
+           retain_losses=("activations",), state=_rmu_state, update=_rmu_update, metrics=_rmu_metrics,
+           combine=lambda forget_term, retain_loss, rmu_alpha, **_: forget_term + rmu_alpha * retain_loss),
 ]}
 
 

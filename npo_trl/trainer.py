@@ -12,8 +12,9 @@ from . import losses
 from .checks import check_finite, checked_inputs, finite_rows
 from .config import NPOConfig
 from .data import DataCollatorForUnlearning, RetainStream, to_unlearning_rows, unstack
+from .layers import captured_output, decoder_layers, rmu_layer, rmu_trainable_parameters, train_only
 from .method_state import MethodStateCallback
-from .methods import DISTRIBUTIONS, TOKENS, ForgetInputs, Method
+from .methods import DISTRIBUTIONS, HIDDEN, TOKENS, ForgetInputs, Method
 from .models import reference_context, upcast_quantized_adapters
 
 
@@ -26,7 +27,7 @@ class NPOTrainer(DPOTrainer):
     (a frozen copy of `model`, or the PEFT base with adapters disabled), `precompute_ref_log_probs`, PEFT, DeepSpeed
     and logging are DPO's. What differs: forget-only datasets, an optional retain set, and the losses of
     [`NPOConfig`] (the rows of `npo_trl.methods.METHODS`: NPO, GA, SimNPO, IDK, DPO, WGA, ..., PDU; + NLL or KL on the
-    retain set).
+    retain set; and RMU, on a layer's activations, training only `trainable_parameters`).
 
     Example:
 
@@ -60,8 +61,8 @@ class NPOTrainer(DPOTrainer):
         compute_metrics, callbacks, optimizers, quantization_config, peft_config:
             As for [`~trl.DPOTrainer`].
         retain_dataset ([`~datasets.Dataset`], *optional*):
-            The retain set (same formats), for `retain_loss="nll"` or `"kl"`. Each micro-batch of forget rows is
-            paired with `retain_batch_size` retain rows drawn by [`~npo_trl.data.RetainStream`].
+            The retain set (same formats), for `retain_loss="nll"`, `"kl"` or `"activations"`. Each micro-batch of
+            forget rows is paired with `retain_batch_size` retain rows drawn by [`~npo_trl.data.RetainStream`].
     """
 
     _tag_names = ["trl", "npo", "unlearning"]
@@ -127,6 +128,7 @@ class NPOTrainer(DPOTrainer):
             args.precompute_ref_log_probs = precompute
         self.precompute_ref_logps = precompute
         upcast_quantized_adapters(self.model, args)  # a float32 QLoRA run steps float32 adapters
+        self._choose_layers(args)
 
         self.retain_dataset = None
         if retain_dataset is not None:
@@ -141,6 +143,18 @@ class NPOTrainer(DPOTrainer):
         for callback in self.callback_handler.callbacks:  # e.g. TOFUCallback, which logs through its trainer
             if callable(getattr(callback, "bind", None)) and getattr(callback, "trainer", None) is None:
                 callback.bind(self)
+
+    def _choose_layers(self, args):
+        """RMU's layer ℓ (`rmu_layer`, checked against the model), and the trainable parameters
+        (`trainable_parameters`, or RMU's default): the others are frozen here, before the optimizer and DeepSpeed
+        take the parameters that require gradients."""
+        layers_name, layers = decoder_layers(self.model) if args.forget_loss == "rmu" else (None, None)
+        self._hidden_layer = None if layers is None else rmu_layer(args.rmu_layer, len(layers))
+        patterns = args.trainable_parameters
+        if patterns is None and args.forget_loss == "rmu":
+            patterns = rmu_trainable_parameters(layers_name, self._hidden_layer)
+        if patterns is not None:
+            train_only(self.model, patterns)
 
     # ---------------------------------------------------------------- data
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
@@ -209,6 +223,14 @@ class NPOTrainer(DPOTrainer):
                            logits_to_keep=positions).logits
         return torch.log_softmax(logits[mask[:, positions]].float(), dim=-1)
 
+    def _layer_activations(self, model, batch, reference: bool = False):
+        """Decoder layer ℓ's output, (rows, T, d), with `_token_logps`' per-token log-probs and mask: one forward
+        pass, the layer's output caught by a hook."""
+        layer = decoder_layers(self.accelerator.unwrap_model(model))[1][self._hidden_layer]
+        with captured_output(layer) as outputs:
+            token_logps, mask = self._token_logps(model, batch, reference)
+        return outputs[0], token_logps, mask
+
     def _reference_model(self):
         return self.ref_model if self.ref_model is not None else self.model
 
@@ -263,6 +285,11 @@ class NPOTrainer(DPOTrainer):
                 retain_logps, retain_lengths = retain_token_logps.sum(1), retain_mask.sum(1)
                 ok = finite_rows(self, [retain_logps], retain, "retain", False)
                 retain_loss = losses.nll_loss(retain_logps[ok], retain_lengths[ok])
+            elif args.retain_loss == "activations":  # RMU's: layer ℓ's output against the frozen model's
+                tokens = retain["attention_mask"].bool()
+                activations = self._layer_activations(model, retain)[0][tokens]
+                ref_activations = self._layer_activations(self._reference_model(), retain, reference=True)[0][tokens]
+                retain_loss = losses.activation_mse(activations, ref_activations)
             else:
                 logprobs = self._completion_logprobs(model, retain)
                 ref_logprobs = self._completion_logprobs(self._reference_model(), retain, reference=True)
@@ -284,7 +311,10 @@ class NPOTrainer(DPOTrainer):
 
     def _forget_inputs(self, model, inputs, row: Method) -> ForgetInputs:
         """The forget answers' log-probs that `row` reads (`Method.inputs`), for the rows whose values are finite."""
-        token_logps, mask = self._token_logps(model, inputs)
+        if HIDDEN in row.inputs:  # caught in the same forward pass
+            activations, token_logps, mask = self._layer_activations(model, inputs)
+        else:
+            token_logps, mask = self._token_logps(model, inputs)
         logps, lengths = token_logps.sum(1), mask.sum(1)
         ref_token_logps, ref_logps = (self._forget_ref_logps(inputs, row.per_token_reference) if row.needs_reference
                                       else (None, None))
@@ -301,6 +331,8 @@ class NPOTrainer(DPOTrainer):
             values["token_mask"] = unstack(mask[finite], paired)[1]
             if ref_token_logps is not None:
                 values["ref_token_logps"] = unstack(ref_token_logps[finite], paired)[1]
+        if HIDDEN in row.inputs:  # every token of the row, prompt and completion (RMU trains on raw text)
+            values["hidden_states"] = activations[inputs["attention_mask"].bool() & finite[:, None]]
         if DISTRIBUTIONS in row.inputs:  # one more forward pass each, only for a row that asks; not the replacements
             forget_rows = finite & (torch.arange(len(finite), device=finite.device) >= len(finite) // 2 * paired)
             values["token_logprobs"] = self._completion_logprobs(model, inputs, rows=forget_rows)

@@ -98,6 +98,43 @@ def test_pdu_on_two_zero3_processes_is_one_process(tmp_path, finetuned_dir, toke
 
 @pytest.mark.slow
 @pytest.mark.processes
+def test_rmu_on_two_zero3_processes_is_one_process(tmp_path, finetuned_dir, tokenizer, forget_ds, retain_ds,
+                                                   data_files):
+    """RMU, 2 optimizer steps: ZeRO-3 on 2 processes of 2 rows each (the parameters frozen before DeepSpeed starts,
+    layer ℓ's output caught by a hook on the partitioned model) and one process with 2 accumulated micro-batches of 2
+    rows log the same losses, measure the same c, and end with the same weights, of which only layer 0's
+    mlp.down_proj moved."""
+    from npo_trl import NPOConfig, NPOTrainer
+
+    flags = {"forget_loss": "rmu", "retain_loss": "activations", "per_device_train_batch_size": 2, "max_steps": 2,
+             "rmu_alpha": 10.0}
+    run = launch("examples/accelerate_configs/zero3.yaml", 2, tmp_path / "zero3", finetuned_dir, data_files,
+                 *[str(item) for pair in flags.items() for item in (f"--{pair[0]}", pair[1])])
+    assert run["num_processes"] == 2 and run["deepspeed"]
+    args = NPOConfig(output_dir=str(tmp_path / "one"), report_to="none", save_strategy="no", logging_steps=1,
+                     learning_rate=1e-3, seed=0, gradient_accumulation_steps=2, **flags)
+    one = NPOTrainer(AutoModelForCausalLM.from_pretrained(finetuned_dir, dtype=torch.float32), args=args,
+                     train_dataset=forget_ds, retain_dataset=retain_ds, processing_class=tokenizer)
+    one.train()
+
+    first, second = run["method_states"]
+    assert first == second and first["steps"] == 2.0 and first["steering_coeff"] > 0
+    assert first == pytest.approx(one._method_state(), rel=1e-5)
+    logs = [[h for h in history if "loss/retain" in h] for history in (run["log_history"], one.state.log_history)]
+    assert logs[0][0]["loss/retain"] == 0.0 and logs[0][1]["loss/retain"] > 0
+    for key in ("loss/forget", "loss/retain", "rmu/activation_norm", "rmu/steering_coeff"):
+        assert [h[key] for h in logs[0]] == pytest.approx([h[key] for h in logs[1]], rel=1e-5, abs=1e-9), key
+    sharded = AutoModelForCausalLM.from_pretrained(tmp_path / "zero3" / "final").named_parameters()
+    start = dict(AutoModelForCausalLM.from_pretrained(finetuned_dir).named_parameters())
+    moved = []
+    for (name, param), expected in zip(sharded, one.model.parameters(), strict=True):
+        torch.testing.assert_close(param, expected, atol=1e-5, rtol=1e-4)
+        moved += [name] if not torch.equal(param, start[name]) else []
+    assert moved == ["model.layers.0.mlp.down_proj.weight"]
+
+
+@pytest.mark.slow
+@pytest.mark.processes
 def test_fsdp2_sharded_weights_evaluate_like_one_process(tmp_path, finetuned_dir):
     """accelerate runs FSDP only on GPU-like devices (docs/guides/distributed.md), so torch's own FSDP2 shards the
     model here, on 2 CPU processes: TOFU's and the privacy metrics of the sharded model, each process scoring half the

@@ -300,3 +300,33 @@ def test_pdu_dual_update_ascends_on_violation_and_clamps_at_zero():
 def test_token_wise_losses_refuse_bad_input_naming_the_field(call, field):
     with pytest.raises(ValueError, match=field):
         call()
+
+
+def test_rmu_terms_are_the_mean_squared_distance_per_coordinate_on_hand_made_activations():
+    """RMU (WMDP, Algorithm 1): forget = mean over tokens of ||h − c·u||²/d, retain = the same against the frozen
+    model's activations."""
+    activations = torch.tensor([[1.0, 2.0], [3.0, 4.0], [0.0, 0.0]])
+    target = torch.tensor([3.0, 4.0])  # c = 5, u = (0.6, 0.8)
+    # per token ||h − c·u||²: (4 + 4), 0, (9 + 16); / d = 2, mean over 3 tokens
+    assert losses.activation_mse(activations, target).item() == pytest.approx((8 + 0 + 25) / 2 / 3)
+    frozen = torch.tensor([[1.0, 2.0], [3.0, 5.0], [2.0, 0.0]])
+    assert losses.activation_mse(activations, frozen).item() == pytest.approx((0 + 1 + 4) / 2 / 3)
+    assert losses.activation_mse(activations, activations).item() == 0.0
+    with pytest.raises(ValueError, match=r"activations must be \(num_tokens, hidden\)"):
+        losses.activation_mse(activations[None], target)
+
+
+def test_rmu_control_vector_is_a_seeded_uniform_direction_of_norm_c():
+    vector = losses.rmu_control_vector(16, 6.5, seed=42)
+    assert vector.shape == (16,) and vector.norm().item() == pytest.approx(6.5, rel=1e-6)
+    assert (vector >= 0).all()  # the paper's code: uniform [0, 1) entries, normalised
+    assert torch.equal(vector, losses.rmu_control_vector(16, 6.5, seed=42))
+    assert not torch.equal(vector, losses.rmu_control_vector(16, 6.5, seed=43))
+    uniform = torch.rand(16, generator=torch.Generator().manual_seed(42))
+    torch.testing.assert_close(vector, 6.5 * uniform / uniform.norm())
+    assert losses.activation_mse(vector[None], vector).item() == 0.0
+
+
+def test_median_token_norm():
+    activations = torch.tensor([[3.0, 4.0], [0.0, 1.0], [6.0, 8.0]])  # norms 5, 1, 10
+    assert losses.median_token_norm(activations).item() == 5.0

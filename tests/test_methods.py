@@ -40,7 +40,7 @@ def test_every_row_trains_two_steps(tmp_path, finetuned_dir, tokenizer, forget_d
                           forget_loss=name, retain_loss=retain_loss)
     assert trainer.state.global_step == 2 and len(logs) == 2
     assert all(torch.isfinite(torch.tensor(row["loss/forget"])) for row in logs)
-    assert (trainer.ref_model is not None) == (row.needs_reference or retain_loss == "kl")
+    assert (trainer.ref_model is not None) == (row.needs_reference or retain_loss in ("kl", "activations"))
     assert ("forget/ref_logps" in logs[0]) == row.needs_reference
 
 
@@ -52,9 +52,10 @@ def test_rows_are_consistent():
 
 
 def test_unknown_names_and_impossible_combinations_list_the_valid_ones(tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match=re.escape(f"forget_loss='rmu' is unknown: use one of {method_names()}")):
-        config(tmp_path, forget_loss="rmu")
-    with pytest.raises(ValueError, match=re.escape("retain_loss='l2' is unknown: use one of [None, 'nll', 'kl']")):
+    with pytest.raises(ValueError, match=re.escape(f"forget_loss='xyz' is unknown: use one of {method_names()}")):
+        config(tmp_path, forget_loss="xyz")
+    with pytest.raises(ValueError, match=re.escape("retain_loss='l2' is unknown: use one of [None, 'nll', 'kl', "
+                                                   "'activations']")):
         config(tmp_path, retain_loss="l2")
     alone = Method("alone", lambda forget: losses.ga_loss(forget.logps), functions=(losses.ga_loss,), formula="",
                    paper="", equation="", retain_losses=(None, "nll"))
@@ -214,3 +215,97 @@ def test_pdu_steps_its_dual_variable_once_per_optimizer_step_and_resumes_exactly
                          retain_dataset=retain_ds, processing_class=tokenizer)
     resumed.train(resume_from_checkpoint=str(tmp_path / "whole" / "checkpoint-1"))
     assert resumed._method_state() == whole._method_state()
+
+
+def rmu_trainer(tmp_path, model_dir, tokenizer, forget_ds, retain_ds, **kwargs):
+    from transformers import AutoModelForCausalLM
+
+    args = config(tmp_path, forget_loss="rmu", retain_loss="activations", **kwargs)
+    return NPOTrainer(AutoModelForCausalLM.from_pretrained(model_dir), args=args, train_dataset=forget_ds,
+                      retain_dataset=retain_ds, processing_class=tokenizer)
+
+
+def forget_activations(trainer, batch):
+    """Layer ℓ's output at the forget batch's tokens, from a plain forward pass."""
+    with torch.no_grad():
+        hidden = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                               output_hidden_states=True).hidden_states[trainer._hidden_layer + 1]
+    return hidden[batch["attention_mask"].bool()]
+
+
+def test_rmu_trains_only_its_layers_and_steers_the_forget_activations_towards_c_u(tmp_path, finetuned_dir, tokenizer,
+                                                                                   forget_ds, retain_ds):
+    """RMU, 20 steps on the 2-layer model (ℓ = round(7/32 · 2) = 0): only layer 0's mlp.down_proj changes; the forget
+    loss, first the formula's value at π_ref's activations, falls, and the forget activations turn towards u; the
+    retain loss starts at 0 (θ = θ_ref); c is 4 × the first step's median activation norm. (The tests' retain rows
+    share the forget rows' templates, so α is lowered from the paper's 1200 for the forget term to move in 20
+    steps.)"""
+    trainer = rmu_trainer(tmp_path, finetuned_dir, tokenizer, forget_ds, retain_ds, max_steps=20, learning_rate=1e-2,
+                          rmu_alpha=10.0)
+    assert trainer._hidden_layer == 0
+    start = {name: param.detach().clone() for name, param in trainer.model.named_parameters()}
+    batch = next(iter(trainer.get_train_dataloader()))
+    before = forget_activations(trainer, batch)
+    trainer.train()
+    logs = [row for row in trainer.state.log_history if "loss/forget" in row]
+    changed = [name for name, param in trainer.model.named_parameters() if not torch.equal(param, start[name])]
+    assert changed == ["model.layers.0.mlp.down_proj.weight"]
+    assert [name for name, param in trainer.model.named_parameters() if param.requires_grad] == changed
+
+    coeff = trainer._method_state()["steering_coeff"]
+    assert coeff == pytest.approx(4 * logs[0]["rmu/activation_norm"], rel=1e-6)
+    assert all(row["rmu/steering_coeff"] == pytest.approx(coeff) for row in logs)
+    target = losses.rmu_control_vector(before.size(-1), coeff, seed=0)
+    assert logs[0]["loss/retain"] == 0.0 and logs[0]["loss/forget"] == pytest.approx(
+        losses.activation_mse(before, target).item(), rel=1e-5)
+    assert logs[-1]["loss/forget"] < 0.9 * logs[0]["loss/forget"]
+    after = forget_activations(trainer, batch)
+    cosine = [torch.nn.functional.cosine_similarity(h, target[None]).mean().item() for h in (before, after)]
+    assert cosine[1] > cosine[0] + 0.1
+    assert losses.activation_mse(after, target) < losses.activation_mse(before, target)
+
+
+def test_rmu_with_a_given_coefficient_layer_and_trainable_parameters(tmp_path, finetuned_dir, tokenizer, forget_ds,
+                                                                     retain_ds):
+    trainer = rmu_trainer(tmp_path, finetuned_dir, tokenizer, forget_ds, retain_ds, max_steps=1, rmu_layer=1,
+                          rmu_steering_coeff=3.0, trainable_parameters=[r"layers\.1\.mlp\.(up|down)_proj"])
+    assert trainer._hidden_layer == 1
+    assert [name for name, param in trainer.model.named_parameters() if param.requires_grad] == [
+        "model.layers.1.mlp.up_proj.weight", "model.layers.1.mlp.down_proj.weight"]
+    trainer.train()
+    assert trainer._method_state()["steering_coeff"] == 3.0
+    assert trainer.state.log_history[0]["rmu/steering_coeff"] == 3.0
+
+
+def test_rmu_refuses_what_it_cannot_run(tmp_path, finetuned_dir, tokenizer, forget_ds, retain_ds):
+    with pytest.raises(ValueError, match=r"rmu_layer=2 is out of range: the model has 2 decoder layers"):
+        rmu_trainer(tmp_path, finetuned_dir, tokenizer, forget_ds, retain_ds, rmu_layer=2)
+    with pytest.raises(ValueError, match=r"rmu_layer=-1 is out of range"):
+        config(tmp_path, forget_loss="rmu", retain_loss="activations", rmu_layer=-1)
+    with pytest.raises(ValueError, match=r"trainable_parameters: \['c_proj'\] match no parameter"):
+        rmu_trainer(tmp_path, finetuned_dir, tokenizer, forget_ds, retain_ds, trainable_parameters=["c_proj"])
+    for retain_loss in (None, "nll", "kl"):
+        with pytest.raises(ValueError, match=re.escape(f"forget_loss='rmu' does not combine with retain_loss="
+                                                       f"{retain_loss!r}: use one of ['activations']")):
+            config(tmp_path, forget_loss="rmu", retain_loss=retain_loss)
+    with pytest.raises(ValueError, match=re.escape("forget_loss='npo' does not combine with retain_loss="
+                                                   "'activations': use one of [None, 'nll', 'kl'], or a forget_loss "
+                                                   "among ['rmu']")):
+        config(tmp_path, forget_loss="npo", retain_loss="activations")
+    with pytest.raises(ValueError, match="retain_weight=2.0 does not apply to forget_loss='rmu'.*set rmu_alpha"):
+        config(tmp_path, forget_loss="rmu", retain_loss="activations", retain_weight=2.0)
+    with pytest.raises(ValueError, match="rmu_steering_coeff=0.0 must be > 0"):
+        config(tmp_path, forget_loss="rmu", retain_loss="activations", rmu_steering_coeff=0.0)
+    with pytest.raises(ValueError, match="cannot be precomputed: set precompute_ref_log_probs=False"):
+        config(tmp_path, forget_loss="rmu", retain_loss="activations", precompute_ref_log_probs=True)
+    assert method_losses("rmu") == ("rmu", "activations")
+
+    from peft import LoraConfig
+
+    with pytest.raises(ValueError, match="forget_loss='rmu' with trainable_parameters=None chooses which of the "
+                                         "model's own weights train.*drop peft_config"):
+        from transformers import AutoModelForCausalLM
+
+        NPOTrainer(AutoModelForCausalLM.from_pretrained(finetuned_dir),
+                   args=config(tmp_path, forget_loss="rmu", retain_loss="activations"), train_dataset=forget_ds,
+                   retain_dataset=retain_ds, processing_class=tokenizer, peft_config=LoraConfig(r=4))
