@@ -243,10 +243,8 @@ def main(script_args: TOFUScriptArguments, tiny_args: TinyLlamaArguments, settin
     if script_args.methods == ["all"]:  # the every-method comparison (npo_trl.comparison)
         script_args = dataclasses.replace(script_args, methods=comparison_methods())
     check_arguments(script_args, args, model_args, attack_args)
-    built_in = model_args.model_name_or_path is None and script_args.finetuned_model is None
-    settings = dataclasses.replace(  # this run's defaults: short answers on synthetic data, wide tiny-model batches
-        settings, max_new_tokens=settings.max_new_tokens or (48 if script_args.dataset == "synthetic" else 200),
-        generation_batch_size=settings.generation_batch_size or settings.batch_size * (7 if built_in else 1))
+    settings = dataclasses.replace(  # this run's default: short answers on synthetic data
+        settings, max_new_tokens=settings.max_new_tokens or (48 if script_args.dataset == "synthetic" else 200))
     save_arguments(args.output_dir, script=script_args, tiny_model=tiny_args, settings=settings, attacks=attack_args,
                    training=args, model=model_args)
     splits = load_splits(script_args.dataset, script_args.forget_split, num_authors=script_args.num_authors,

@@ -13,7 +13,7 @@ from tokenizers import processors
 
 from muse_helpers import muse_tokenizer, small_muse, target_texts, train_on_texts
 from npo_trl import NPOConfig, NPOTrainer
-from npo_trl.eval.scoring import generate_answers
+from npo_trl.eval.generation import generate_answers
 from npo_trl.muse import MUSECallback, MUSEEvalSettings, MUSEEvaluator, compute_reference_stats, muse_eval_sets
 from npo_trl.muse.evaluator import METRICS, decode_continuations
 from npo_trl.muse.metrics import cut_answer, knowmem_prompt, rouge_l_f1

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from helpers import toy_eval_sets
-from npo_trl.eval.scoring import can_share_prefix, generate_answers, sequence_logps
+from npo_trl.eval.generation import generate_answers
+from npo_trl.eval.scoring import can_share_prefix, sequence_logps
 from npo_trl.prompts import tokenize_qa
 from npo_trl.tofu import TOFUEvalSettings, TOFUEvaluator
 from npo_trl.tofu.eval_sets import TOFUEvalSet, score_eval_set, select_rows

@@ -6,13 +6,13 @@ Rows are collated exactly as `NPOTrainer` collates its training rows (`DataColla
 so a score is the log-probability the trainer would compute for the same tokens, length-normalised.
 """
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
-from transformers import DynamicCache, GenerationConfig
+from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 from trl.data_utils import common_prefix_length
-from trl.trainer.utils import pad
 
 from .. import losses
 from ..data import DataCollatorForUnlearning
@@ -48,9 +48,45 @@ def _collate(prompts, completions, pad_token_id: int, device, mask_pad_tokens: b
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def _logits(model, batch) -> torch.Tensor:
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-    return logits[:, -batch["input_ids"].size(1):]  # prompt-learning PEFT prepends virtual tokens
+@contextlib.contextmanager
+def _lm_head_at(model, positions: torch.Tensor | None):
+    """While open, the model's LM head (its output embeddings) projects only the hidden states at `positions`, a
+    boolean (rows, length) mask over the last `length` positions of its input (prompt-learning PEFT prepends virtual
+    tokens), flattened in row order: the model's logits come out (1, positions.sum(), vocab). The model's forward still
+    applies whatever follows the head (soft-capping, scaling), so these are its logits at those positions, without
+    the (rows, length, vocab) tensor of all of them (at a 50k vocabulary the largest tensor of a pass). `None`, or a
+    model without output embeddings: every position, as usual."""
+    get_head = getattr(model, "get_output_embeddings", None)  # a callable reference model may have none
+    head = get_head() if positions is not None and get_head is not None else None
+    if head is None:
+        yield False
+        return
+
+    def select(module, args):
+        return (args[0][:, -positions.size(1):][positions][None], *args[1:])
+
+    handle = head.register_forward_pre_hook(select)
+    try:
+        yield True
+    finally:
+        handle.remove()
+
+
+def _predicting(completion_mask: torch.Tensor) -> torch.Tensor:
+    """The positions whose next token is a completion token: (rows, length), boolean."""
+    positions = torch.zeros_like(completion_mask, dtype=torch.bool)
+    positions[:, :-1] = completion_mask[:, 1:].bool()
+    return positions
+
+
+def _completion_logits(model, input_ids, completion_mask, **kwargs) -> torch.Tensor:
+    """The model's next-token logits at the positions that predict a completion token, (completion tokens, vocab),
+    in row order: one forward pass of `input_ids` (with `kwargs`: attention mask, cache, positions), the LM head run
+    at those positions only (`_lm_head_at`)."""
+    positions = _predicting(completion_mask)
+    with _lm_head_at(model, positions) as selected:
+        logits = model(input_ids=input_ids, **kwargs).logits
+    return logits[0] if selected else logits[:, -input_ids.size(1):][positions]
 
 
 def _at_least_fp32(logits: torch.Tensor) -> torch.Tensor:
@@ -58,34 +94,44 @@ def _at_least_fp32(logits: torch.Tensor) -> torch.Tensor:
     return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
-def _completion_logps(logits, input_ids, completion_mask) -> torch.Tensor:
-    """Mean log π(token | prefix) over the completion tokens of each row; log-softmax taken at those positions only."""
+def _completion_targets(input_ids, completion_mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """The completion tokens of a batch in row order, and the row each belongs to."""
     mask = completion_mask[:, 1:].bool()
-    selected = _at_least_fp32(logits[:, :-1][mask])  # (completion tokens, vocab)
-    targets = input_ids[:, 1:][mask]
-    token_logps = selected.gather(-1, targets[:, None]).squeeze(-1) - selected.logsumexp(-1)
     rows = torch.arange(len(input_ids), device=input_ids.device)[:, None].expand_as(mask)[mask]
+    return input_ids[:, 1:][mask], rows
+
+
+def _completion_logps(logits, input_ids, completion_mask) -> torch.Tensor:
+    """Mean log π(token | prefix) over the completion tokens of each row, from `_completion_logits`' logits."""
+    targets, rows = _completion_targets(input_ids, completion_mask)
+    selected = _at_least_fp32(logits)
+    token_logps = selected.gather(-1, targets[:, None]).squeeze(-1) - selected.logsumexp(-1)
     sums = torch.zeros(len(input_ids), dtype=token_logps.dtype, device=input_ids.device).index_add_(0, rows,
                                                                                                   token_logps)
-    return sums / mask.sum(1)
+    return sums / completion_mask[:, 1:].sum(1)
 
 
-def _completion_token_statistics(logits, input_ids, completion_mask) -> dict[str, torch.Tensor]:
-    """Per completion token of each row: `logps` = log π(token | prefix), the mean `expected_logps` =
+def _completion_token_statistics(logits, input_ids, completion_mask, rows=None) -> dict[str, torch.Tensor]:
+    """Per completion token of each row (of the batch, or of `rows`, a slice of its rows), from
+    `_completion_logits`' logits of the whole batch: `logps` = log π(token | prefix), the mean `expected_logps` =
     E_{v∼π}[log π(v | prefix)] and variance `logp_variance` of the log-probabilities over the vocabulary at that
     position (what Min-K%++ standardises with), and `is_argmax` (the token is the most likely one); each
     (rows, longest completion), left-aligned and zero past a row's end, with `mask` 1 on a row's completion tokens."""
-    mask = completion_mask[:, 1:].bool()
-    logprobs = _at_least_fp32(logits[:, :-1][mask]).log_softmax(-1)  # (completion tokens, vocab)
-    targets = input_ids[:, 1:][mask]
+    targets, token_rows = _completion_targets(input_ids, completion_mask)
+    if rows is not None:
+        kept = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
+        kept[rows] = True
+        logits, targets = logits[kept[token_rows]], targets[kept[token_rows]]
+        completion_mask = completion_mask[rows]
+    logprobs = _at_least_fp32(logits).log_softmax(-1)  # (completion tokens, vocab)
     probs = logprobs.exp()
     weighted = probs.mul_(logprobs)  # p·log p in place of p: one (tokens, vocab) temporary fewer at a large vocabulary
     expected = weighted.sum(-1)
     flat = {"logps": logprobs.gather(-1, targets[:, None]).squeeze(-1), "expected_logps": expected,
             "logp_variance": weighted.mul_(logprobs).sum(-1) - expected.square(),
             "is_argmax": logprobs.argmax(-1) == targets}
-    lengths = mask.sum(1)
-    aligned = torch.arange(int(lengths.max()), device=mask.device)[None] < lengths[:, None]
+    lengths = completion_mask[:, 1:].sum(1)
+    aligned = torch.arange(int(lengths.max()), device=lengths.device)[None] < lengths[:, None]
     out = {"mask": aligned.long()}
     for name, values in flat.items():  # completion tokens are contiguous in a row, so the order is kept
         out[name] = torch.zeros(aligned.shape, dtype=values.dtype, device=values.device)
@@ -101,12 +147,12 @@ def sequence_logps(model, prompts: Sequence[list[int]], completions: Sequence[li
     (float64 for a float64 model); with `statistics_rows` (a slice of the rows), also the `token_statistics` of those
     rows from the same pass: (logps, statistics)."""
     batch = _collate(prompts, completions, pad_token_id, device or model_device(model), mask_pad_tokens)
-    logits = _logits(model, batch)
+    logits = _completion_logits(model, batch["input_ids"], batch["completion_mask"],
+                                attention_mask=batch["attention_mask"], use_cache=False)
     logps = _completion_logps(logits, batch["input_ids"], batch["completion_mask"])
     if statistics_rows is None:
         return logps
-    return logps, _completion_token_statistics(logits[statistics_rows], batch["input_ids"][statistics_rows],
-                                               batch["completion_mask"][statistics_rows])
+    return logps, _completion_token_statistics(logits, batch["input_ids"], batch["completion_mask"], statistics_rows)
 
 
 @torch.no_grad()
@@ -117,7 +163,9 @@ def token_statistics(model, prompts: Sequence[list[int]], completions: Sequence[
     (rows, longest completion), zero past a row's end, with `mask` (1 on a row's completion tokens). The token-level
     statistics membership-inference and memorization scores are built from (`npo_trl.eval.privacy`)."""
     batch = _collate(prompts, completions, pad_token_id, device or model_device(model), mask_pad_tokens)
-    return _completion_token_statistics(_logits(model, batch), batch["input_ids"], batch["completion_mask"])
+    logits = _completion_logits(model, batch["input_ids"], batch["completion_mask"],
+                                attention_mask=batch["attention_mask"], use_cache=False)
+    return _completion_token_statistics(logits, batch["input_ids"], batch["completion_mask"])
 
 
 def shared_prefix_length(prompts: Sequence[list[int]]) -> int:
@@ -148,7 +196,7 @@ def can_share_prefix(model) -> bool:
 @torch.no_grad()
 def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[list[int]], num_candidates: int,
                     pad_token_id: int, device=None, mask_pad_tokens: bool = False,
-                    first_candidate_statistics: bool = False):
+                    first_candidate_statistics: bool = False, first_candidate_greedy: bool = False):
     """`sequence_logps` of rows that each hold `num_candidates` consecutive (prompt, completion) pairs with a common
     question (TOFU scores an answer, its paraphrase and its perturbations), shape (rows, num_candidates).
 
@@ -157,7 +205,8 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
     for a quarter to a half fewer token-passes on TOFU's rows (the question runs once instead of 5-7 times). Every row
     needs a shared prompt of >= 2 tokens, and the model a full-attention cache (`can_share_prefix`). With
     `first_candidate_statistics`, also returns the `token_statistics` of each row's first candidate (its answer) from
-    the same pass: (logps, statistics).
+    the same pass: (logps, statistics); with `first_candidate_greedy`, that dict also holds `greedy_agreement` and
+    `greedy_next` (see `greedy_agreement`).
     """
     if not can_share_prefix(model):
         raise ValueError(f"candidate_logps needs a full-attention key-value cache, which {type(model).__name__} does "
@@ -174,18 +223,83 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
     cache = model(input_ids=prefix["input_ids"], attention_mask=prefix["attention_mask"], use_cache=True,
                   position_ids=torch.arange(prefix["input_ids"].size(1), device=device).expand_as(prefix["input_ids"]),
                   **({"logits_to_keep": 1} if supports_keep else {})).cache
-    cache.batch_repeat_interleave(k)
     offsets = [n for n in shared for _ in range(k)]
-    rest = _collate([p[n:] for p, n in zip(prompts, offsets, strict=False)], completions, pad_token_id, device,
-                    mask_pad_tokens)
-    positions = torch.tensor(offsets, device=device)[:, None] + torch.arange(rest["input_ids"].size(1), device=device)
-    logits = model(input_ids=rest["input_ids"], use_cache=True, cache=cache, position_ids=positions,
-                   attention_mask=torch.cat([prefix["attention_mask"].repeat_interleave(k, 0),
-                                             rest["attention_mask"]], dim=1)).logits
-    logps = _completion_logps(logits, rest["input_ids"], rest["completion_mask"]).view(-1, k)
-    if not first_candidate_statistics:
+    rests = [p[n:] for p, n in zip(prompts, offsets, strict=False)]
+    logps = torch.empty(len(prompts), dtype=torch.float64, device=device)
+    parts = []  # (first candidates' rows, their statistics) of each sub-batch
+    for group in length_groups([len(r) + len(c) for r, c in zip(rests, completions, strict=False)]):
+        rows = torch.tensor(group, device=device) // k  # the question each candidate belongs to
+        rest = _collate([rests[j] for j in group], [completions[j] for j in group], pad_token_id, device,
+                        mask_pad_tokens)
+        positions = torch.tensor([offsets[j] for j in group], device=device)[:, None] + \
+            torch.arange(rest["input_ids"].size(1), device=device)
+        logits = _completion_logits(model, rest["input_ids"], rest["completion_mask"], use_cache=True,
+                                    cache=DynamicCache(ddp_cache_data=[(keys[rows], values[rows])
+                                                                       for keys, values, _ in cache]),
+                                    position_ids=positions,
+                                    attention_mask=torch.cat([prefix["attention_mask"][rows], rest["attention_mask"]],
+                                                             dim=1))
+        group_logps = _completion_logps(logits, rest["input_ids"], rest["completion_mask"])
+        logps = logps.to(group_logps.dtype)
+        logps[torch.tensor(group, device=device)] = group_logps
+        firsts = [i for i, j in enumerate(group) if j % k == 0]
+        if (first_candidate_statistics or first_candidate_greedy) and firsts:
+            index = torch.tensor(firsts, device=device)
+            table = _completion_token_statistics(logits, rest["input_ids"], rest["completion_mask"], index) \
+                if first_candidate_statistics else {}
+            if first_candidate_greedy:
+                agreement, following = greedy_agreement(logits, rest["input_ids"], rest["completion_mask"], index)
+                table.update(greedy_agreement=agreement[:, None], greedy_next=following[:, None])
+            parts.append(([group[i] // k for i in firsts], table))
+    logps = logps.view(-1, k)
+    if not (first_candidate_statistics or first_candidate_greedy):
         return logps
-    return logps, _completion_token_statistics(logits[::k], rest["input_ids"][::k], rest["completion_mask"][::k])
+    return logps, _merge_rows(parts, len(groups))
+
+
+def greedy_agreement(logits, input_ids, completion_mask, rows) -> tuple[torch.Tensor, torch.Tensor]:
+    """For the completions of `rows` (indices of the batch), from `_completion_logits`' logits of the whole batch:
+    how many leading completion tokens are the model's greedy choices (each the argmax given the tokens before it),
+    and its greedy choice after those (-1 when the whole completion is greedy's). Greedy decoding from the prompt
+    gives exactly those tokens, then that choice: `npo_trl.eval.generation` takes them as its draft."""
+    targets, token_rows = _completion_targets(input_ids, completion_mask)
+    kept = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
+    kept[rows] = True
+    choices, targets = logits[kept[token_rows]].argmax(-1), targets[kept[token_rows]]
+    agreement, following = [], []
+    for row_choices, row_targets in zip(choices.split(completion_mask[rows, 1:].sum(1).tolist()),
+                                        targets.split(completion_mask[rows, 1:].sum(1).tolist()), strict=True):
+        agree = int((row_choices == row_targets).long().cumprod(0).sum())
+        agreement.append(agree)
+        following.append(int(row_choices[agree]) if agree < len(row_choices) else -1)
+    return (torch.tensor(agreement, device=input_ids.device), torch.tensor(following, device=input_ids.device))
+
+
+def length_groups(lengths: Sequence[int], slack: float = 0.1) -> list[list[int]]:
+    """Indices of sequences of these `lengths` in sub-batches that pad little: in order of length, each sub-batch
+    taking the next sequence while its padded size (count × longest) stays within `1 + slack` of its tokens."""
+    groups, tokens = [], 0
+    for j in sorted(range(len(lengths)), key=lambda j: (lengths[j], j)):
+        if groups and (len(groups[-1]) + 1) * lengths[j] <= (1 + slack) * (tokens + lengths[j]):
+            groups[-1].append(j)
+            tokens += lengths[j]
+        else:
+            groups.append([j])
+            tokens = lengths[j]
+    return groups
+
+
+def _merge_rows(parts, num_rows: int) -> dict[str, torch.Tensor]:
+    """Per-row tables of several sub-batches ((their rows, {name: (rows, width)}), ...) as one table of `num_rows`
+    rows, in row order, left-aligned and zero past each row's width."""
+    merged = {}
+    for rows, table in parts:
+        for name, values in table.items():
+            if name not in merged:
+                width = max(other[name].size(1) for _, other in parts)
+                merged[name] = values.new_zeros((num_rows, width))
+            merged[name][rows, :values.size(1)] = values
+    return merged
 
 
 @torch.no_grad()
@@ -194,41 +308,10 @@ def reference_kl(model, ref_model, prompts: Sequence[list[int]], completions: Se
     """Per row, KL(π_ref ‖ π_θ) between next-token distributions, averaged over the completion tokens (the direction
     of `npo_trl.losses.kl_loss` and of the NPO authors' code)."""
     batch = _collate(prompts, completions, pad_token_id, device or model_device(model), mask_pad_tokens)
-    logprobs, ref_logprobs = (_at_least_fp32(_logits(m, batch)[:, :-1]).log_softmax(-1) for m in (model, ref_model))
-    mask = batch["completion_mask"][:, 1:].bool()
-    return torch.stack([losses.kl_loss(lp[m], ref_lp[m])
-                        for lp, ref_lp, m in zip(logprobs, ref_logprobs, mask, strict=False)])
-
-
-@torch.no_grad()
-def generate_ids(model, processing_class, prompts: Sequence[list[int]], max_new_tokens: int = 200,
-                 synced_gpus: bool = False, device=None, mask_pad_tokens: bool = False, timer=None) -> torch.Tensor:
-    """Greedy continuations of a batch of left-padded prompts, stopping at EOS: the new token ids, (rows, new tokens),
-    padded with the pad token after a row's EOS. `mask_pad_tokens` as for `_collate`; `timer` (a
-    `npo_trl.eval.runner.PassTimer`) counts the "generated_tokens" (up to each answer's EOS)."""
-    tokenizer, pad_id = tokenizer_of(processing_class), pad_id_of(processing_class)
-    eos_token_id = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    device = device or model_device(model)
-    input_ids = pad([torch.tensor(p) for p in prompts], padding_value=pad_id, padding_side="left").to(device)
-    attention_mask = pad([torch.ones(len(p), dtype=torch.long) for p in prompts], padding_value=0,
-                         padding_side="left").to(device)
-    if mask_pad_tokens:
-        attention_mask = attention_mask * (input_ids != pad_id)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
-                              eos_token_id=eos_token_id if eos_token_id is not None else tokenizer.eos_token_id)
-    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
-                         synced_gpus=synced_gpus)[:, input_ids.size(1):]
-    if timer is not None:
-        timer.count("generated_tokens", (out != pad_id).sum().item())
-    return out
-
-
-@torch.no_grad()
-def generate_answers(model, processing_class, prompts: Sequence[list[int]], max_new_tokens: int = 200,
-                     synced_gpus: bool = False, device=None, mask_pad_tokens: bool = False, timer=None,
-                     strip: bool = True) -> list[str]:
-    """`generate_ids`' greedy answers, decoded (special tokens skipped, surrounding whitespace stripped unless
-    `strip=False`)."""
-    out = generate_ids(model, processing_class, prompts, max_new_tokens, synced_gpus, device, mask_pad_tokens, timer)
-    answers = tokenizer_of(processing_class).batch_decode(out, skip_special_tokens=True)
-    return [answer.strip() for answer in answers] if strip else answers
+    logprobs, ref_logprobs = (_at_least_fp32(_completion_logits(m, batch["input_ids"], batch["completion_mask"],
+                                                                attention_mask=batch["attention_mask"],
+                                                                use_cache=False)).log_softmax(-1)
+                              for m in (model, ref_model))
+    lengths = batch["completion_mask"][:, 1:].sum(1).tolist()
+    return torch.stack([losses.kl_loss(lp, ref_lp) for lp, ref_lp in zip(logprobs.split(lengths),
+                                                                          ref_logprobs.split(lengths), strict=True)])

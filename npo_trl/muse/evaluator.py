@@ -11,6 +11,7 @@ import torch
 
 from ..eval import privacy, scoring
 from ..eval.evaluator import Evaluator
+from ..eval.generation import generate_answers, generate_ids, generation_rows
 from ..eval.runner import batches, evaluation_model, gather_rows, length_sorted, shard
 from ..prompts import tokenizer_of
 from .data import EVAL_SETS, check_rows
@@ -75,6 +76,7 @@ class MUSEEvaluator(Evaluator):
         self.processing_class, self.settings = processing_class, settings or MUSEEvalSettings()
         verbmem_max_new_tokens = self.settings.verbmem_max_new_tokens
         self.generation_sets = {}  # name → (prompt ids, reference texts, per-row new-token limits, is KnowMem)
+        self.drafts = {}  # name → per row, the tokens greedy decoding is expected to give (`generate_ids`' drafts)
         if "verbmem_forget" in eval_sets:
             rows = eval_sets["verbmem_forget"]
             cut = [tokenizer(row["gt"])["input_ids"] for row in rows]  # as MUSE cuts it: special tokens counted
@@ -85,6 +87,8 @@ class MUSEEvaluator(Evaluator):
                       for ids, ref in zip(cut, references, strict=False)]
             self.generation_sets["verbmem_forget"] = (
                 [tokenizer(row["prompt"])["input_ids"] for row in rows], references, limits, False)
+            self.drafts["verbmem_forget"] = [tokenizer(row["gt"], add_special_tokens=False)["input_ids"][:limit]
+                                             for row, limit in zip(rows, limits, strict=True)]
         for name in ("knowmem_forget", "knowmem_retain"):
             if name in eval_sets:
                 shots = [(row["question"], row["answer"]) for row in eval_sets[f"{name}_icl"]]
@@ -130,21 +134,25 @@ class MUSEEvaluator(Evaluator):
         reference has (MUSE's references are never shorter), decoded once (`decode_continuations`); a KnowMem answer
         is cut at the next question."""
         prompts, references, limits, is_knowmem = self.generation_sets[name]
+        drafts = self.drafts.get(name)
         tokenizer, device = tokenizer_of(self.processing_class), scoring.model_device(model, accelerator)
         indices = shard(len(prompts), accelerator)
         order = length_sorted(indices, [len(p) for p in prompts])
+        size = generation_rows(len(indices), max(len(p) for p in prompts), max(limits),
+                               self.settings.generation_batch_size)  # the same on every process
         scores = []
-        for rows in batches(indices, order, self.settings.batch_size, self.progress, f"generating {name}"):
+        for rows in batches(indices, order, size, self.progress, f"generating {name}"):
             batch_prompts, max_new_tokens = [prompts[i] for i in rows], max(limits[i] for i in rows)
             with self.timer("generate"):
                 if is_knowmem:  # MUSE cuts the raw decoded text: an answer that opens a new example is empty
-                    answers = [cut_answer(a) for a in scoring.generate_answers(
+                    answers = [cut_answer(a) for a in generate_answers(
                         model, self.processing_class, batch_prompts, max_new_tokens, synced_gpus, device,
                         timer=self.timer, strip=False)]
                 else:
-                    answers = decode_continuations(tokenizer, scoring.generate_ids(
+                    answers = decode_continuations(tokenizer, generate_ids(
                         model, self.processing_class, batch_prompts, max_new_tokens, synced_gpus, device,
-                        timer=self.timer).tolist(), [limits[i] for i in rows])
+                        timer=self.timer, drafts=drafts and [drafts[i] for i in rows]).tolist(),
+                        [limits[i] for i in rows])
             scores.append(torch.tensor(rouge_l_f1(answers, [references[i] for i in rows]), device=device))
         return gather_rows(torch.cat(scores).double()[:, None], order, accelerator, len(prompts))[:, 0]
 

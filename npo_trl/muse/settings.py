@@ -19,7 +19,11 @@ class MUSEEvalSettings(EvalSettings):
 
     Parameters:
         batch_size (`int`, *optional*, defaults to `8`):
-            Texts per PrivLeak forward pass and prompts per generation batch, per process.
+            Texts per PrivLeak forward pass, per process.
+        generation_batch_size (`int` or `None`, *optional*, defaults to `None`):
+            Prompts per greedy-generation batch per process; `None` means as many as keep the key-value cache within
+            `npo_trl.eval.generation.GENERATION_CACHE_TOKENS` (8192) positions (`generation_rows`). It changes no
+            answer.
         verbmem_max_new_tokens (`int`, *optional*, defaults to `128`):
             Tokens of the true VerbMem continuation kept (MUSE: 128); the greedy continuation is as long (a shorter
             true continuation, as on the synthetic data, shortens it alike).
@@ -39,7 +43,12 @@ class MUSEEvalSettings(EvalSettings):
     scoring_fields: ClassVar[tuple[str, ...]] = ("privleak_max_length", "min_k_fraction")
 
     batch_size: int = field(
-        default=8, metadata={"help": "Texts per PrivLeak forward pass and prompts per generation batch, per process."}
+        default=8, metadata={"help": "Texts per PrivLeak forward pass, per process."}
+    )
+    generation_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Prompts per greedy-generation batch per process; None: as many as keep the key-value cache "
+                          "within 8192 positions (rows × (longest prompt + new tokens))."}
     )
     verbmem_max_new_tokens: int = field(
         default=VERBMEM_MAX_NEW_TOKENS,
@@ -60,8 +69,8 @@ class MUSEEvalSettings(EvalSettings):
     )
 
     def __post_init__(self):
-        for name in ("batch_size", "verbmem_max_new_tokens", "knowmem_max_new_tokens"):
-            if getattr(self, name) < 1:
+        for name in ("batch_size", "verbmem_max_new_tokens", "knowmem_max_new_tokens", "generation_batch_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)}).")
         if self.privleak_max_length is not None and self.privleak_max_length < 3:
             raise ValueError(f"privleak_max_length must be >= 3, or None to score whole texts (got "

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..eval import privacy, scoring
+from ..eval.generation import generate_answers
 from ..eval.runner import PassTimer, batches, gather_rows, length_sorted, shard
 from ..prompts import generation_prompt_ids, tokenize_qa
 from .metrics import EVAL_SETS, PARAPHRASED_SETS, rouge_l_recall, truth_ratios
@@ -118,6 +119,9 @@ class TOFUEvalSet:
              for text in self._texts(row)]
             for row, prompt in zip(self.rows, self.prompts, strict=True)
         ]
+        # the answer as greedy generation's draft, where its tokens continue the generation prompt (`generate_ids`)
+        self.drafts = [(c + a)[len(p):] if (c + a)[:len(p)] == p else None
+                       for p, ((c, a), *_) in zip(self.prompts, self.candidates, strict=True)]
         # candidate_logps can run each question once when every row's candidates share >= 2 prompt tokens
         self.lengths = [max(len(p) + len(c) for p, c in pairs) for pairs in self.candidates]
         self.shares_prompt = self.num_perturbed > 0 and \
@@ -158,17 +162,20 @@ def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, settings: TOF
     num_candidates = len(eval_set.candidates[0])
     share_prompt = eval_set.shares_prompt and scoring.can_share_prefix(model)  # per set: ZeRO-3 ranks must agree
 
-    logps, rouge, kl, members = [], [], [], []
+    logps, kl, members, greedy = [], [], [], []
     for rows in batches(indices, order, batch_size, progress, f"scoring {eval_set.name}"):
         pairs = [pair for i in rows for pair in eval_set.candidates[i]]  # every candidate of the batch, stacked
         with timer("score"):
             if share_prompt:
-                out = scoring.candidate_logps(model, *zip(*pairs, strict=False), num_candidates, pad_id, device,
-                                              mask_pad_tokens, first_candidate_statistics=membership)
+                batch_logps, statistics = scoring.candidate_logps(
+                    model, *zip(*pairs, strict=False), num_candidates, pad_id, device, mask_pad_tokens,
+                    first_candidate_statistics=membership, first_candidate_greedy=True)
+                greedy.append(torch.stack([statistics.pop("greedy_agreement")[:, 0],
+                                           statistics.pop("greedy_next")[:, 0]], dim=1))
             else:
                 out = scoring.sequence_logps(model, *zip(*pairs, strict=False), pad_id, device, mask_pad_tokens,
                                              statistics_rows=slice(None, None, num_candidates) if membership else None)
-            batch_logps, statistics = out if membership else (out, None)
+                batch_logps, statistics = out if membership else (out, None)
             logps.append(batch_logps.view(len(rows), num_candidates))
             if membership:
                 scores = privacy.row_scores(statistics, settings.min_k_fraction)
@@ -178,17 +185,10 @@ def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, settings: TOF
                 kl.append(scoring.reference_kl(model, ref_model,
                                                *zip(*[eval_set.candidates[i][0] for i in rows], strict=False),
                                                pad_id, device, mask_pad_tokens))
-    if generate:
-        for rows in batches(indices, order, settings.generation_batch_size or batch_size, progress,
-                            f"generating {eval_set.name}"):
-            with timer("generate"):
-                answers = scoring.generate_answers(model, processing_class, [eval_set.prompts[i] for i in rows],
-                                                   settings.max_new_tokens, synced_gpus, device, mask_pad_tokens,
-                                                   timer)
-            rouge.append(torch.tensor(rouge_l_recall(answers, [eval_set.answers[i] for i in rows]), device=device))
     nan = torch.full((len(indices),), float("nan"), device=device)
-    columns = [torch.cat(logps).double(), (torch.cat(rouge) if rouge else nan).double()[:, None],
-               (torch.cat(kl) if kl else nan).double()[:, None]] + ([torch.cat(members).double()] if members else [])
+    columns = [torch.cat(logps).double(), nan.double()[:, None], (torch.cat(kl) if kl else nan).double()[:, None],
+               torch.cat(greedy).double() if greedy else torch.stack([nan, nan], dim=1).double()] + \
+        ([torch.cat(members).double()] if members else [])
     table = gather_rows(torch.cat(columns, dim=1), order, accelerator, len(eval_set))
     first_perturbed = 2 if eval_set.has_paraphrase else 1
     scores = {
@@ -197,10 +197,55 @@ def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, settings: TOF
         "perturbed_logps": table[:, first_perturbed:num_candidates],
         "rouge": table[:, num_candidates],
         "kl": table[:, num_candidates + 1],
+        # how many leading answer tokens are greedy's choices, and its next choice (-1: all; NaN: not computed)
+        "greedy_agreement": table[:, num_candidates + 2],
+        "greedy_next": table[:, num_candidates + 3],
     }
+    if generate:
+        scores["rouge"] = greedy_rouge(model, processing_class, [eval_set], settings, [scores],
+                                       accelerator=accelerator, synced_gpus=synced_gpus, timer=timer,
+                                       progress=progress)[0]
     if eval_set.num_perturbed:
         scores["truth_ratios"] = truth_ratios(scores["correct_logps"], scores["perturbed_logps"])
     if membership:
-        scores.update({name: table[:, num_candidates + 2 + j] for j, name in enumerate(privacy.ROW_SCORES)})
+        scores.update({name: table[:, num_candidates + 4 + j] for j, name in enumerate(privacy.ROW_SCORES)})
         scores["zlib"] = privacy.zlib_score(scores["loss"], eval_set.answers)
     return scores
+
+
+@torch.no_grad()
+def greedy_rouge(model, processing_class, eval_sets: Sequence[TOFUEvalSet], settings: TOFUEvalSettings | None = None,
+                 scores: Sequence[dict] | None = None, *, accelerator=None, synced_gpus: bool = False,
+                 timer: PassTimer | None = None, progress: bool = False) -> list[np.ndarray]:
+    """Per set, per row, the ROUGE-L recall of the greedy answer against the answer (TOFU's ROUGE), generating for
+    the rows of all `eval_sets` together, in order of prompt length, `settings.generation_rows(...)` rows at a time.
+    The answers are `model.generate`'s; pooling the sets only makes the decoding batches larger (a decoding step
+    costs nearly as much for a few rows as for many).
+
+    Each set's `scores` (`score_eval_set`'s, of the same model), where given, say how much of each answer greedy
+    decoding reproduces (`greedy_agreement`, `greedy_next`: from the scoring pass, at no cost): those tokens are the
+    row's draft (`npo_trl.eval.generation`), verified again in the prefill, so decoding starts after them."""
+    settings, timer = settings or TOFUEvalSettings(), timer or PassTimer()
+    pool = [(s, i) for s, eval_set in enumerate(eval_sets) for i in range(len(eval_set))]
+    prompts = [eval_sets[s].prompts[i] for s, i in pool]
+    device = scoring.model_device(model, accelerator)
+    indices = shard(len(pool), accelerator)
+    order = length_sorted(indices, [len(p) for p in prompts])
+    size = settings.generation_rows(max(len(p) for p in prompts), len(indices))  # the same on every process
+    drafts = [None] * len(pool)
+    for j, (s, i) in enumerate(pool):
+        agreement = scores[s]["greedy_agreement"][i] if scores is not None else float("nan")
+        if eval_sets[s].drafts[i] is not None and not np.isnan(agreement):
+            following = int(scores[s]["greedy_next"][i])
+            drafts[j] = eval_sets[s].drafts[i][:int(agreement)] + ([following] if following >= 0 else [])
+    rouge = []
+    for rows in batches(indices, order, size, progress, "generating"):
+        with timer("generate"):
+            answers = generate_answers(model, processing_class, [prompts[j] for j in rows], settings.max_new_tokens,
+                                       synced_gpus, device, settings.mask_pad_tokens, timer,
+                                       drafts=[drafts[j] for j in rows])
+        rouge.extend(rouge_l_recall(answers, [eval_sets[pool[j][0]].answers[pool[j][1]] for j in rows]))
+    table = gather_rows(torch.tensor(rouge, dtype=torch.float64, device=device)[:, None], order, accelerator,
+                        len(pool))[:, 0]
+    starts = np.cumsum([0] + [len(eval_set) for eval_set in eval_sets])
+    return [table[start:stop] for start, stop in zip(starts[:-1], starts[1:], strict=True)]

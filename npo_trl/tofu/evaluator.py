@@ -6,7 +6,7 @@ import torch
 
 from ..eval import privacy
 from ..eval.evaluator import Evaluator
-from .eval_sets import HOLDOUT, SET_NAMES, TOFUEvalSet, score_eval_set
+from .eval_sets import HOLDOUT, SET_NAMES, TOFUEvalSet, greedy_rouge, score_eval_set
 from .metrics import METRICS, UTILITY_METRICS, UTILITY_SETS, forget_quality, model_utility, set_metrics
 from .reference import load_reference_stats, reference_privacy, reference_truth_ratios
 from .settings import TOFUEvalSettings
@@ -79,14 +79,22 @@ class TOFUEvaluator(Evaluator):
         """Per-row scores of every set (`npo_trl.tofu.eval_sets.score_eval_set`'s) of an unwrapped model in eval
         mode, from which `evaluate` aggregates."""
         membership = HOLDOUT in self.sets  # the forget pass also scores the privacy attacks; holdout: one pass more
-        return {
+        scores = {
             name: score_eval_set(model, self.processing_class, eval_set, self.settings,
-                                 ref_model=ref_model if name == "forget" else None,
-                                 generate=generate and name != HOLDOUT, accelerator=accelerator,
-                                 synced_gpus=synced_gpus, membership=membership and name in ("forget", HOLDOUT),
-                                 timer=self.timer, progress=self.progress)
+                                 ref_model=ref_model if name == "forget" else None, generate=False,
+                                 accelerator=accelerator, synced_gpus=synced_gpus,
+                                 membership=membership and name in ("forget", HOLDOUT), timer=self.timer,
+                                 progress=self.progress)
             for name, eval_set in self.sets.items()
         }
+        if generate:  # every set's greedy answers (not the holdout's) in shared batches
+            names = [name for name in self.sets if name != HOLDOUT]
+            rouge = greedy_rouge(model, self.processing_class, [self.sets[name] for name in names], self.settings,
+                                 [scores[name] for name in names], accelerator=accelerator, synced_gpus=synced_gpus,
+                                 timer=self.timer, progress=self.progress)
+            for name, values in zip(names, rouge, strict=True):
+                scores[name]["rouge"] = values
+        return scores
 
     def check_metric(self, metric: str, has_reference_model: bool) -> None:
         super().check_metric(metric, has_reference_model)

@@ -26,9 +26,11 @@ class TOFUEvalSettings(EvalSettings):
             Rows per forward pass per process; each pass scores all of their candidate answers
             (`batch_size × (2 + 5)` sequences on the forget set), running each question once.
         generation_batch_size (`int` or `None`, *optional*, defaults to `None`):
-            Rows per greedy-generation batch per process; `None` means `batch_size`. On a CPU, or a GPU with memory
-            to spare, several times `batch_size` cuts the decoding steps (the key-value cache grows with it: rows ×
-            (prompt + `max_new_tokens`) tokens).
+            Rows per greedy-generation batch per process; `None` means as many as keep the key-value cache within
+            `npo_trl.eval.generation.GENERATION_CACHE_TOKENS` (8192) positions, rows × (longest prompt +
+            `max_new_tokens`): 31 rows of TOFU's 200-token answers after a 60-token prompt. A decoding step costs
+            nearly as much for a few rows as for many, so more rows per step cut the time (benchmarks/RESULTS.md).
+            It changes no answer.
         max_new_tokens (`int`, *optional*, defaults to `200`):
             Length limit of the greedy answers that ROUGE scores.
         prompt_format (`str` or [`~npo_trl.prompts.PromptFormat`], *optional*, defaults to `"plain"`):
@@ -68,7 +70,9 @@ class TOFUEvalSettings(EvalSettings):
         default=8, metadata={"help": "Rows per forward pass per process (all their candidate answers at once)."}
     )
     generation_batch_size: int | None = field(
-        default=None, metadata={"help": "Rows per greedy-generation batch per process; None means batch_size."}
+        default=None,
+        metadata={"help": "Rows per greedy-generation batch per process; None: as many as keep the key-value cache "
+                          "within 8192 positions (rows × (longest prompt + max_new_tokens))."}
     )
     max_new_tokens: int = field(
         default=200, metadata={"help": "Length limit of the greedy answers that ROUGE scores."}
@@ -109,6 +113,12 @@ class TOFUEvalSettings(EvalSettings):
                              f"{list(TOKEN_BOUNDARIES)}.")
         if not 0 < self.min_k_fraction <= 1:
             raise ValueError(f"min_k_fraction must be in (0, 1], got {self.min_k_fraction}.")
+
+    def generation_rows(self, longest_prompt: int, num_rows: int) -> int:
+        """Rows per greedy-generation batch (`npo_trl.eval.generation.generation_rows`)."""
+        from ..eval.generation import generation_rows
+
+        return generation_rows(num_rows, longest_prompt, self.max_new_tokens, self.generation_batch_size)
 
     @property
     def resolved_prompt_format(self) -> PromptFormat:

@@ -56,7 +56,7 @@ def sample_answers(models: dict[str, str], processing_class, eval_sets: dict, se
     """Greedy answers of each model (`models`: label → path, loaded by `npo_trl.models.load_model` with `model_args`)
     to the first `num_rows` questions of each evaluation set, in `settings`' prompt format: per set, its questions,
     their answers, and each model's (the paper's Figure 7)."""
-    from ..eval.scoring import generate_answers
+    from ..eval.generation import generate_answers
     from ..models import load_model
     from ..prompts import generation_prompt_ids
     from .settings import TOFUEvalSettings

@@ -1,0 +1,165 @@
+"""Greedy generation for evaluation: the answers ROUGE scores, as `model.generate` would give them, for less work.
+
+`generate_ids` decodes a batch greedily on the model's own key-value cache (any model `scoring.can_share_prefix`
+accepts; others go through `model.generate`) and saves work in three ways, none of which changes a token:
+
+- A row leaves the batch once it has produced EOS: the steps after that run only the rows still decoding.
+- A row may come with a *draft*, the answer the benchmark expects (TOFU's answer, MUSE's continuation). One forward
+  pass over prompt + draft gives the model's greedy choice at every draft position; the leading draft tokens that are
+  those choices are what greedy decoding would produce first (each is the argmax given the tokens before it, which
+  are the draft's), and the first choice that differs is the next token. Decoding goes on from there. A model that
+  still knows an answer reproduces it in that one pass; a model that does not diverges early and costs one pass
+  more than without the draft. Speculative decoding (Leviathan et al. 2023, arXiv 2211.17192) with the reference
+  answer as the draft model's output, verified greedily.
+- Positions, attention masks and the end of generation follow `model.generate` (`GenerationConfig(do_sample=False)`:
+  positions counted from the attention mask, a row's output padded with the pad token after its EOS).
+
+Greedy choices are float argmaxes: a pass over several tokens and a one-token step compute the same logits up to
+rounding, so two candidates within ~1e-6 of each other could in principle swap; the tests compare the answers with
+`model.generate`'s on trained and untrained models.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from transformers import GenerationConfig
+from trl.trainer.utils import pad
+
+from ..prompts import tokenizer_of
+from .scoring import can_share_prefix, model_device, pad_id_of
+
+# Key-value cache positions of a greedy-generation batch when its rows are not given: 8192 positions are 0.4 GB for a
+# 135M Llama in float32, 4 GB for a 7B one in bfloat16.
+GENERATION_CACHE_TOKENS = 8192
+
+
+def generation_rows(num_rows: int, longest_prompt: int, max_new_tokens: int, batch_size: int | None = None) -> int:
+    """Rows per greedy-generation batch for `num_rows` rows whose longest prompt has `longest_prompt` tokens:
+    `batch_size`, or as many as keep the key-value cache within `GENERATION_CACHE_TOKENS` positions (rows × (longest
+    prompt + `max_new_tokens`)); then evened out, so that no batch is much smaller than the others. A decoding step
+    costs nearly as much for a few rows as for many (benchmarks/RESULTS.md), so the batch is as large as memory
+    allows."""
+    size = batch_size or max(1, GENERATION_CACHE_TOKENS // (longest_prompt + max_new_tokens))
+    return -(-num_rows // -(-num_rows // size)) if num_rows else 1
+
+
+def eos_token_ids(model, processing_class) -> set[int]:
+    """The tokens that end an answer: the model's generation config's EOS token(s), else the tokenizer's."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    eos = tokenizer_of(processing_class).eos_token_id if eos is None else eos
+    return set(eos) if isinstance(eos, (list, tuple)) else {eos}
+
+
+def _prompt_batch(prompts, pad_id: int, device, mask_pad_tokens: bool):
+    input_ids = pad([torch.tensor(p) for p in prompts], padding_value=pad_id, padding_side="left").to(device)
+    attention_mask = pad([torch.ones(len(p), dtype=torch.long) for p in prompts], padding_value=0,
+                         padding_side="left").to(device)
+    if mask_pad_tokens:
+        attention_mask = attention_mask * (input_ids != pad_id)
+    return input_ids, attention_mask
+
+
+def _any_process(flag: bool, synced_gpus: bool, device) -> bool:
+    """Whether `flag` holds on any process (under `synced_gpus`), else on this one."""
+    if not synced_gpus:
+        return flag
+    value = torch.tensor(float(flag), device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
+@torch.no_grad()
+def greedy_decode(model, prompts: Sequence[list[int]], max_new_tokens: int, eos_ids: set[int], pad_id: int,
+                  drafts: Sequence[list[int] | None] | None = None, synced_gpus: bool = False, device=None,
+                  mask_pad_tokens: bool = False) -> list[list[int]]:
+    """Each prompt's greedy continuation, up to and including its first EOS token, at most `max_new_tokens` tokens
+    (see the module docstring for `drafts`). Under `synced_gpus` (ZeRO-3, FSDP) every process runs a forward pass
+    for as long as any process has a row decoding."""
+    device = device or model_device(model)
+    drafts = [list(d or [])[:max_new_tokens] for d in (drafts or [None] * len(prompts))]
+    input_ids, attention_mask = _prompt_batch(prompts, pad_id, device, mask_pad_tokens)
+    width = max(len(d) for d in drafts)
+    draft_ids = pad([torch.tensor(d, dtype=torch.long) for d in drafts], padding_value=pad_id).to(device) \
+        if width else input_ids[:, :0]
+    draft_mask = (torch.arange(width, device=device)[None] < torch.tensor([len(d) for d in drafts],
+                                                                          device=device)[:, None]).long()
+    attention_mask = torch.cat([attention_mask, draft_mask], dim=1)
+    positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    keep = {"logits_to_keep": width + 1} if getattr(model, "_supports_logits_to_keep", lambda: False)() else {}
+    out = model(input_ids=torch.cat([input_ids, draft_ids], dim=1), attention_mask=attention_mask,
+                position_ids=positions, use_cache=True, **keep)
+    choices = out.logits[:, -(width + 1):].argmax(-1)  # greedy's token after the prompt and after each draft token
+    cache = out.cache
+    agree = (choices[:, :width] == draft_ids) & draft_mask.bool()
+    accepted = agree.long().cumprod(1).sum(1)  # the leading draft tokens that are greedy's own
+    prompt_end = input_ids.size(1)
+    # the draft tokens after the accepted ones leave the context; generation goes on after the accepted ones
+    attention_mask[:, prompt_end:] *= (torch.arange(width, device=device)[None] < accepted[:, None]).long()
+    last_position = positions[:, prompt_end - 1] + accepted
+
+    generated, active = [], []
+    for row in range(len(prompts)):
+        tokens = drafts[row][:int(accepted[row])] + [int(choices[row, accepted[row]])]
+        end = next((i + 1 for i, t in enumerate(tokens) if t in eos_ids), None)
+        tokens = tokens[:min(end or max_new_tokens, max_new_tokens)]
+        generated.append(tokens)
+        if end is None and len(tokens) < max_new_tokens:
+            active.append(row)
+    rows = list(range(len(prompts)))  # the cache's rows, as rows of the batch
+    while _any_process(bool(active), synced_gpus, device):
+        keep = [rows.index(r) for r in active] or [0]  # a process with no row left runs one for the others
+        if len(keep) < len(rows):
+            index = torch.tensor(keep, device=device)
+            cache.batch_select_indices(index)
+            attention_mask, last_position = attention_mask[index], last_position[index]
+            rows = [rows[i] for i in keep]
+        next_ids = torch.tensor([[generated[r][-1]] for r in rows], device=device)
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(rows), 1))], dim=1)
+        last_position = last_position + 1
+        out = model(input_ids=next_ids, attention_mask=attention_mask, position_ids=last_position[:, None],
+                    cache=cache, use_cache=True, **({"logits_to_keep": 1} if keep else {}))
+        cache = out.cache
+        for r, token in zip(rows, out.logits[:, -1].argmax(-1).tolist(), strict=True):
+            if r in active:
+                generated[r].append(token)
+                if token in eos_ids or len(generated[r]) >= max_new_tokens:
+                    active.remove(r)
+    return generated
+
+
+@torch.no_grad()
+def generate_ids(model, processing_class, prompts: Sequence[list[int]], max_new_tokens: int = 200,
+                 synced_gpus: bool = False, device=None, mask_pad_tokens: bool = False, timer=None,
+                 drafts: Sequence[list[int] | None] | None = None) -> torch.Tensor:
+    """Greedy continuations of a batch of prompts, stopping at EOS: the new token ids, (rows, new tokens), padded with
+    the pad token after a row's EOS, as `model.generate(do_sample=False)` returns them. `drafts`, optional, are the
+    answers expected (see the module docstring); `mask_pad_tokens` hides pad-token ids inside the prompts from
+    attention (`npo_trl.eval.scoring`'s); `timer` (a `npo_trl.eval.runner.PassTimer`) counts the "generated_tokens"
+    (up to each answer's EOS). A model `scoring.can_share_prefix` refuses goes through `model.generate`."""
+    pad_id, eos_ids = pad_id_of(processing_class), eos_token_ids(model, processing_class)
+    device = device or model_device(model)
+    if can_share_prefix(model):
+        rows = greedy_decode(model, prompts, max_new_tokens, eos_ids, pad_id, drafts, synced_gpus, device,
+                             mask_pad_tokens)
+        out = pad([torch.tensor(r, dtype=torch.long) for r in rows], padding_value=pad_id).to(device)
+    else:
+        input_ids, attention_mask = _prompt_batch(prompts, pad_id, device, mask_pad_tokens)
+        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
+                                  eos_token_id=sorted(eos_ids))
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
+                             synced_gpus=synced_gpus)[:, input_ids.size(1):]
+    if timer is not None:
+        timer.count("generated_tokens", (out != pad_id).sum().item())
+    return out
+
+
+@torch.no_grad()
+def generate_answers(model, processing_class, prompts: Sequence[list[int]], max_new_tokens: int = 200,
+                     synced_gpus: bool = False, device=None, mask_pad_tokens: bool = False, timer=None,
+                     strip: bool = True, drafts: Sequence[list[int] | None] | None = None) -> list[str]:
+    """`generate_ids`' greedy answers, decoded (special tokens skipped, surrounding whitespace stripped unless
+    `strip=False`)."""
+    out = generate_ids(model, processing_class, prompts, max_new_tokens, synced_gpus, device, mask_pad_tokens, timer,
+                       drafts)
+    answers = tokenizer_of(processing_class).batch_decode(out, skip_special_tokens=True)
+    return [answer.strip() for answer in answers] if strip else answers

@@ -1,0 +1,102 @@
+"""Greedy generation for evaluation: the same tokens as `model.generate`, with rows leaving the batch at EOS and
+drafts verified in one pass."""
+
+import pytest
+import torch
+from transformers import GenerationConfig
+
+from helpers import fine_tune, tiny_llama, toy_qa
+from npo_trl.eval.generation import eos_token_ids, generate_answers, generate_ids, greedy_decode
+from npo_trl.eval.scoring import pad_id_of
+
+# prompts of very different lengths: one word to a long preamble
+PROMPTS = ["Where does agent 3 live?", "What colour does agent 5 like?", "Where",
+           "Agent 7 likes amber. Agent 9 lives in Kestow. Agent 2 likes teal. Where does agent 2 live?",
+           "What colour does agent 12 like?", "Where does agent 40 live?"]
+
+
+@pytest.fixture(scope="module")
+def trained(tokenizer):
+    model = tiny_llama(len(tokenizer), seed=5)
+    fine_tune(model, tokenizer, toy_qa(0, 16), steps=120)
+    return model.eval()
+
+
+def reference_ids(model, tokenizer, prompts, max_new_tokens, mask_pad_tokens=False) -> list[list[int]]:
+    """`model.generate`'s greedy tokens of each prompt alone (no padding), cut after EOS."""
+    rows = []
+    for prompt in prompts:
+        ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+        mask = torch.ones_like(ids) if not mask_pad_tokens else (ids != tokenizer.pad_token_id).long()
+        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                                  eos_token_id=tokenizer.eos_token_id)
+        rows.append(model.generate(input_ids=ids, attention_mask=mask, generation_config=config)[0, ids.size(1):]
+                    .tolist())
+    return rows
+
+
+def prompt_ids(tokenizer, prompts=PROMPTS):
+    return [tokenizer(p)["input_ids"] for p in prompts]
+
+
+@pytest.mark.parametrize("model_kind", ["trained", "untrained"])
+def test_greedy_decode_gives_generates_tokens_with_and_without_drafts(tokenizer, trained, model_kind):
+    model = trained if model_kind == "trained" else tiny_llama(len(tokenizer), seed=6).eval()
+    expected = reference_ids(model, tokenizer, PROMPTS, 14)
+    eos, pad = eos_token_ids(model, tokenizer), pad_id_of(tokenizer)
+    plain = greedy_decode(model, prompt_ids(tokenizer), 14, eos, pad)
+    assert plain == expected
+    # drafts: the answer itself (accepted whole), half of it then wrong tokens, a random draft, none, one too long
+    half = [t[:len(t) // 2] + [7, 8, 9] for t in expected]
+    drafts = [expected[0], half[1], [5, 6, 7, 8], None, expected[4] + [11] * 30, []]
+    assert greedy_decode(model, prompt_ids(tokenizer), 14, eos, pad, drafts=drafts) == expected
+    out = generate_ids(model, tokenizer, prompt_ids(tokenizer), 14, drafts=drafts)
+    width = max(len(t) for t in expected)
+    assert out.tolist() == [t + [pad] * (width - len(t)) for t in expected]  # model.generate's padded layout
+
+
+def test_rows_leave_the_batch_at_eos_and_a_right_draft_needs_one_pass(tokenizer, trained):
+    """The trained model ends its answers with EOS after a few tokens, and the long preamble's row ends later: the
+    decoding steps after a row's EOS run without it. With its own answers as drafts, every row ends in one pass."""
+    expected = reference_ids(trained, tokenizer, PROMPTS, 30)
+    assert all(row[-1] == tokenizer.eos_token_id for row in expected)
+    batch_rows = []
+    hook = trained.register_forward_pre_hook(lambda module, args, kwargs: batch_rows.append(
+        kwargs["input_ids"].shape), with_kwargs=True)
+    try:
+        eos, pad = eos_token_ids(trained, tokenizer), pad_id_of(tokenizer)
+        assert greedy_decode(trained, prompt_ids(tokenizer), 30, eos, pad) == expected
+        steps = batch_rows[1:]
+        assert len(steps) == max(len(t) for t in expected) - 1
+        assert [shape[0] for shape in steps] == [sum(len(t) > i + 1 for t in expected) for i in range(len(steps))]
+        batch_rows.clear()
+        assert greedy_decode(trained, prompt_ids(tokenizer), 30, eos, pad, drafts=expected) == expected
+        assert len(batch_rows) == 1
+    finally:
+        hook.remove()
+
+
+def test_pad_tokens_hidden_inside_prompts_decode_as_generate_does(tokenizer, trained):
+    """`mask_pad_tokens`: a pad-token id inside a prompt is hidden from attention in both."""
+    pad = tokenizer.pad_token_id
+    prompts = [[*tokenizer("Where does agent")["input_ids"], pad, *tokenizer(" 3 live?")["input_ids"][1:]],
+               tokenizer("Where does agent 5 live?")["input_ids"]]
+    expected = []
+    for ids in prompts:
+        ids = torch.tensor([ids])
+        config = GenerationConfig(max_new_tokens=10, do_sample=False, pad_token_id=pad,
+                                  eos_token_id=tokenizer.eos_token_id)
+        expected.append(trained.generate(input_ids=ids, attention_mask=(ids != pad).long(),
+                                         generation_config=config)[0, ids.size(1):].tolist())
+    got = greedy_decode(trained, prompts, 10, eos_token_ids(trained, tokenizer), pad, mask_pad_tokens=True)
+    assert got == expected
+
+
+def test_generate_answers_decodes_and_counts_tokens(tokenizer, trained):
+    from npo_trl.eval.runner import PassTimer
+
+    timer = PassTimer()
+    answers = generate_answers(trained, tokenizer, prompt_ids(tokenizer), 30, timer=timer)
+    expected = reference_ids(trained, tokenizer, PROMPTS, 30)
+    assert answers == [tokenizer.decode(t, skip_special_tokens=True).strip() for t in expected]
+    assert timer.counts["generated_tokens"] == sum(len(t) for t in expected)
