@@ -4,6 +4,7 @@ through lm-eval's own `HFLM` and `simple_evaluate`."""
 import contextlib
 import functools
 import logging
+import os
 import random
 
 import numpy as np
@@ -28,7 +29,8 @@ class LMEvalEvaluator(Evaluator):
     Several processes (DDP, DeepSpeed ZeRO-3, FSDP, under `accelerate launch`): every process evaluates every row of
     every task, in the same batches, so every process runs the same forward passes (ZeRO-3 and FSDP gather each
     layer's weights in them) and gets the same numbers; the work is not split. A group task (`mmlu`, `wmdp`) reports
-    its aggregate under its own name.
+    its aggregate under its own name. (lm-eval returns its results where `LOCAL_RANK` is 0 only; process 0's are sent
+    to the others.)
 
     Parameters:
         tasks (`list[str | dict]`):
@@ -86,14 +88,19 @@ class LMEvalEvaluator(Evaluator):
             from accelerate.utils import broadcast_object_list
 
             results = broadcast_object_list([results], from_process=0)[0]
+        if results is None:
+            local_rank = os.environ.get("LOCAL_RANK")
+            raise RuntimeError(f"lm-eval returned no results on this process (LOCAL_RANK={local_rank}), which has "
+                               "no process group to receive process 0's: pass the accelerator of a distributed "
+                               "run (under `accelerate launch` on CPUs, with --cpu).")
         self.results = results
         self.timer.count("rows", sum(results["n-samples"][task]["effective"] for task in results["n-samples"]))
         return metrics_of(results["results"], self.task_names, self.metrics)
 
     def run_lm_eval(self, model) -> dict | None:
-        """lm-eval's evaluation of `model` (unwrapped, in eval mode): `{"results": ..., "n-samples": ...}` as
-        `simple_evaluate` returns them, `None` on a process whose `LOCAL_RANK` is not 0 (lm-eval returns its results
-        there only; `compute` sends process 0's to every process)."""
+        """lm-eval's evaluation of `model` (unwrapped, in eval mode), every row on this process: `{"results": ...,
+        "n-samples": ...}` as `simple_evaluate` returns them, `None` on a process whose `LOCAL_RANK` is not 0 (lm-eval
+        returns its results there only; `compute` sends process 0's to every process)."""
         lm_eval = import_lm_eval()
         with quiet(not self.progress), preserved_random_state():
             lm = quiet_hflm()(pretrained=model, tokenizer=tokenizer_of(self.processing_class),
