@@ -3,6 +3,7 @@
     npo-trl [unlearn] --model_name_or_path M --dataset_name FORGET [--retain_dataset_name RETAIN --retain_loss nll] ...
     npo-trl eval tofu --model_name_or_path M --forget_split forget10 [--retain_model R | --reference_stats FILE] ...
     npo-trl eval muse --model_name_or_path M --dataset news [--retrain_model R | --reference_stats FILE] ...
+    npo-trl eval lm-eval --model_name_or_path M --tasks wmdp_bio wmdp_cyber mmlu [--include_path DIR] ...
 
 `npo-trl <subcommand> --help` lists every argument.
 """
@@ -10,7 +11,7 @@
 import importlib
 import sys
 
-BENCHMARKS = ("tofu", "muse")
+BENCHMARKS = ("tofu", "muse", "lm-eval")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         if argv[1] not in BENCHMARKS:
             raise SystemExit(f"npo-trl eval: name the benchmark, one of {list(BENCHMARKS)}: "
                              "npo-trl eval tofu --model_name_or_path ...")
-        script = importlib.import_module(f"npo_trl.scripts.eval_{argv[1]}")  # eval_tofu, eval_muse
+        script = importlib.import_module(f"npo_trl.scripts.eval_{argv[1].replace('-', '_')}")  # eval_lm_eval, ...
         script.run(argv[2:], prog=f"npo-trl eval {argv[1]}")
         return
     from npo_trl.scripts import unlearn

@@ -221,7 +221,7 @@ def test_bad_input_is_refused_naming_the_fix(tmp_path, finetuned_dir, cli_files,
     with pytest.raises(ValueError, match="pass one"):
         eval_tofu.main(eval_tofu.TOFUEvalArguments(retain_model="r", reference_stats="s"), TOFUEvalSettings(),
                        ModelConfig(model_name_or_path=finetuned_dir))
-    with pytest.raises(SystemExit, match=r"name the benchmark, one of \['tofu', 'muse'\]"):
+    with pytest.raises(SystemExit, match=r"name the benchmark, one of \['tofu', 'muse', 'lm-eval'\]"):
         cli(["eval", "mmlu"])
     with pytest.warns(UserWarning, match="--retain_dataset_name 'y' is not used without --retain_loss"):
         unlearn.check_arguments(unlearn.UnlearnScriptArguments(dataset_name="x", retain_dataset_name="y"),
