@@ -100,3 +100,26 @@ def test_generate_answers_decodes_and_counts_tokens(tokenizer, trained):
     expected = reference_ids(trained, tokenizer, PROMPTS, 30)
     assert answers == [tokenizer.decode(t, skip_special_tokens=True).strip() for t in expected]
     assert timer.counts["generated_tokens"] == sum(len(t) for t in expected)
+
+
+def test_a_prompt_start_common_to_the_batch_runs_once(tokenizer, trained):
+    """Few-shot prompts (a preamble of >= MIN_SHARED_PREFIX tokens, then the question): the preamble runs once for
+    the batch, with and without drafts and hidden pad tokens, and the answers are still generate's."""
+    from npo_trl.eval.generation import MIN_SHARED_PREFIX
+
+    preamble = "Agent 1 lives in Amberley. Agent 2 likes green. Agent 4 lives in Sarrow. Agent 6 likes teal. "
+    prompts = [preamble + p for p in PROMPTS]
+    assert len(tokenizer(preamble)["input_ids"]) > MIN_SHARED_PREFIX
+    expected = reference_ids(trained, tokenizer, prompts, 12)
+    shapes = []
+    hook = trained.register_forward_pre_hook(lambda module, args, kwargs: shapes.append(kwargs["input_ids"].shape),
+                                             with_kwargs=True)
+    try:
+        eos, pad = eos_token_ids(trained, tokenizer), pad_id_of(tokenizer)
+        assert greedy_decode(trained, prompt_ids(tokenizer, prompts), 12, eos, pad) == expected
+        assert shapes[0][0] == 1 and shapes[0][1] >= MIN_SHARED_PREFIX  # the preamble, once
+        drafts = [t[:3] for t in expected]
+        assert greedy_decode(trained, prompt_ids(tokenizer, prompts), 12, eos, pad, drafts=drafts,
+                             mask_pad_tokens=True) == expected
+    finally:
+        hook.remove()

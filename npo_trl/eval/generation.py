@@ -1,7 +1,8 @@
 """Greedy generation for evaluation: the answers ROUGE scores, as `model.generate` would give them, for less work.
 
 `generate_ids` decodes a batch greedily on the model's own key-value cache (any model `scoring.can_share_prefix`
-accepts; others go through `model.generate`) and saves work in three ways, none of which changes a token:
+accepts; others go through `model.generate`) and saves work in three ways, none of which changes a token beyond
+float rounding:
 
 - A row leaves the batch once it has produced EOS: the steps after that run only the rows still decoding.
 - A row may come with a *draft*, the answer the benchmark expects (TOFU's answer, MUSE's continuation). One forward
@@ -11,6 +12,8 @@ accepts; others go through `model.generate`) and saves work in three ways, none 
   still knows an answer reproduces it in that one pass; a model that does not diverges early and costs one pass
   more than without the draft. Speculative decoding (Leviathan et al. 2023, arXiv 2211.17192) with the reference
   answer as the draft model's output, verified greedily.
+- A prompt start common to every row of the batch (MUSE's KnowMem few-shot examples) runs once; its key-value cache
+  is repeated for the rows, as `scoring.candidate_logps` does for a question's candidate answers.
 - Positions, attention masks and the end of generation follow `model.generate` (`GenerationConfig(do_sample=False)`:
   positions counted from the attention mask, a row's output padded with the pad token after its EOS).
 
@@ -26,11 +29,13 @@ from transformers import GenerationConfig
 from trl.trainer.utils import pad
 
 from ..prompts import tokenizer_of
-from .scoring import can_share_prefix, model_device, pad_id_of
+from .scoring import can_share_prefix, model_device, pad_id_of, shared_prefix_length
 
 # Key-value cache positions of a greedy-generation batch when its rows are not given: 8192 positions are 0.4 GB for a
 # 135M Llama in float32, 4 GB for a 7B one in bfloat16.
 GENERATION_CACHE_TOKENS = 8192
+# A prompt start common to a batch runs once from this many tokens on (shorter: not worth a forward pass of its own).
+MIN_SHARED_PREFIX = 16
 
 
 def generation_rows(num_rows: int, longest_prompt: int, max_new_tokens: int, batch_size: int | None = None) -> int:
@@ -77,22 +82,33 @@ def greedy_decode(model, prompts: Sequence[list[int]], max_new_tokens: int, eos_
     for as long as any process has a row decoding."""
     device = device or model_device(model)
     drafts = [list(d or [])[:max_new_tokens] for d in (drafts or [None] * len(prompts))]
-    input_ids, attention_mask = _prompt_batch(prompts, pad_id, device, mask_pad_tokens)
+    # a prompt start common to the batch (MUSE's KnowMem few-shot examples) runs once, its cache repeated per row
+    shared = shared_prefix_length(prompts) - 1 if len(prompts) > 1 else 0
+    if _any_process(shared < MIN_SHARED_PREFIX, synced_gpus, device):  # every process, or none, runs it once
+        shared = 0
+    input_ids, attention_mask = _prompt_batch([p[shared:] for p in prompts], pad_id, device, mask_pad_tokens)
+    prefix_ids = torch.tensor([prompts[0][:shared]], dtype=torch.long, device=device)
+    prefix_mask = (prefix_ids != pad_id).long() if mask_pad_tokens else torch.ones_like(prefix_ids)
     width = max(len(d) for d in drafts)
     draft_ids = pad([torch.tensor(d, dtype=torch.long) for d in drafts], padding_value=pad_id).to(device) \
         if width else input_ids[:, :0]
     draft_mask = (torch.arange(width, device=device)[None] < torch.tensor([len(d) for d in drafts],
                                                                           device=device)[:, None]).long()
-    attention_mask = torch.cat([attention_mask, draft_mask], dim=1)
+    attention_mask = torch.cat([prefix_mask.expand(len(prompts), -1), attention_mask, draft_mask], dim=1)
     positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
     keep = {"logits_to_keep": width + 1} if getattr(model, "_supports_logits_to_keep", lambda: False)() else {}
+    cache = None
+    if shared:
+        cache = model(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=positions[:1, :shared],
+                      use_cache=True, **({"logits_to_keep": 1} if keep else {})).cache
+        cache.batch_repeat_interleave(len(prompts))
     out = model(input_ids=torch.cat([input_ids, draft_ids], dim=1), attention_mask=attention_mask,
-                position_ids=positions, use_cache=True, **keep)
+                position_ids=positions[:, shared:], use_cache=True, cache=cache, **keep)
     choices = out.logits[:, -(width + 1):].argmax(-1)  # greedy's token after the prompt and after each draft token
     cache = out.cache
     agree = (choices[:, :width] == draft_ids) & draft_mask.bool()
     accepted = agree.long().cumprod(1).sum(1)  # the leading draft tokens that are greedy's own
-    prompt_end = input_ids.size(1)
+    prompt_end = shared + input_ids.size(1)
     # the draft tokens after the accepted ones leave the context; generation goes on after the accepted ones
     attention_mask[:, prompt_end:] *= (torch.arange(width, device=device)[None] < accepted[:, None]).long()
     last_position = positions[:, prompt_end - 1] + accepted
