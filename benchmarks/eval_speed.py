@@ -127,7 +127,9 @@ def _run_child(code_dir: str, spec: dict, workdir: str, label: str) -> dict:
 
 
 def _largest_difference(before: dict, after: dict) -> float:
-    """The largest |difference| between two runs' per-row scores and metrics (NaN on both sides counts as equal)."""
+    """The largest difference between two runs' per-row scores and metrics, |a − b| / max(1, |a|): absolute for
+    values up to 1 (probabilities, ROUGE, AUCs), relative beyond (Min-K%++ scores in the hundreds, float32's
+    rounding). NaN on both sides counts as equal."""
     import numpy as np
 
     worst = 0.0
@@ -136,7 +138,7 @@ def _largest_difference(before: dict, after: dict) -> float:
         a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
         if a.shape != b.shape or not np.array_equal(np.isnan(a), np.isnan(b)):
             return float("inf")
-        worst = max(worst, float(np.nanmax(np.abs(a - b), initial=0.0)))
+        worst = max(worst, float(np.nanmax(np.abs(a - b) / np.maximum(1.0, np.abs(a)), initial=0.0)))
     return worst
 
 

@@ -123,3 +123,14 @@ def test_a_prompt_start_common_to_the_batch_runs_once(tokenizer, trained):
                              mask_pad_tokens=True) == expected
     finally:
         hook.remove()
+
+
+def test_each_row_may_have_its_own_length_limit(tokenizer, trained):
+    limits = [3, 30, 1, 12, 5, 8]
+    expected = [row[:limit] for row, limit in zip(reference_ids(trained, tokenizer, PROMPTS, 30), limits,
+                                                  strict=True)]
+    eos, pad = eos_token_ids(trained, tokenizer), pad_id_of(tokenizer)
+    assert greedy_decode(trained, prompt_ids(tokenizer), limits, eos, pad) == expected
+    width = max(len(t) for t in expected)
+    assert generate_ids(trained, tokenizer, prompt_ids(tokenizer), limits).tolist() == \
+        [t + [pad] * (width - len(t)) for t in expected]

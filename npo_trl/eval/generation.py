@@ -74,14 +74,15 @@ def _any_process(flag: bool, synced_gpus: bool, device) -> bool:
 
 
 @torch.no_grad()
-def greedy_decode(model, prompts: Sequence[list[int]], max_new_tokens: int, eos_ids: set[int], pad_id: int,
-                  drafts: Sequence[list[int] | None] | None = None, synced_gpus: bool = False, device=None,
-                  mask_pad_tokens: bool = False) -> list[list[int]]:
+def greedy_decode(model, prompts: Sequence[list[int]], max_new_tokens: int | Sequence[int], eos_ids: set[int],
+                  pad_id: int, drafts: Sequence[list[int] | None] | None = None, synced_gpus: bool = False,
+                  device=None, mask_pad_tokens: bool = False) -> list[list[int]]:
     """Each prompt's greedy continuation, up to and including its first EOS token, at most `max_new_tokens` tokens
-    (see the module docstring for `drafts`). Under `synced_gpus` (ZeRO-3, FSDP) every process runs a forward pass
-    for as long as any process has a row decoding."""
+    (one number, or one per row; see the module docstring for `drafts`). Under `synced_gpus` (ZeRO-3, FSDP) every
+    process runs a forward pass for as long as any process has a row decoding."""
     device = device or model_device(model)
-    drafts = [list(d or [])[:max_new_tokens] for d in (drafts or [None] * len(prompts))]
+    limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    drafts = [list(d or [])[:limit] for d, limit in zip(drafts or [None] * len(prompts), limits, strict=True)]
     # a prompt start common to the batch (MUSE's KnowMem few-shot examples) runs once, its cache repeated per row
     shared = shared_prefix_length(prompts) - 1 if len(prompts) > 1 else 0
     if _any_process(shared < MIN_SHARED_PREFIX, synced_gpus, device):  # every process, or none, runs it once
@@ -117,9 +118,9 @@ def greedy_decode(model, prompts: Sequence[list[int]], max_new_tokens: int, eos_
     for row in range(len(prompts)):
         tokens = drafts[row][:int(accepted[row])] + [int(choices[row, accepted[row]])]
         end = next((i + 1 for i, t in enumerate(tokens) if t in eos_ids), None)
-        tokens = tokens[:min(end or max_new_tokens, max_new_tokens)]
+        tokens = tokens[:min(end or limits[row], limits[row])]
         generated.append(tokens)
-        if end is None and len(tokens) < max_new_tokens:
+        if end is None and len(tokens) < limits[row]:
             active.append(row)
     rows = list(range(len(prompts)))  # the cache's rows, as rows of the batch
     while _any_process(bool(active), synced_gpus, device):
@@ -138,17 +139,18 @@ def greedy_decode(model, prompts: Sequence[list[int]], max_new_tokens: int, eos_
         for r, token in zip(rows, out.logits[:, -1].argmax(-1).tolist(), strict=True):
             if r in active:
                 generated[r].append(token)
-                if token in eos_ids or len(generated[r]) >= max_new_tokens:
+                if token in eos_ids or len(generated[r]) >= limits[r]:
                     active.remove(r)
     return generated
 
 
 @torch.no_grad()
-def generate_ids(model, processing_class, prompts: Sequence[list[int]], max_new_tokens: int = 200,
+def generate_ids(model, processing_class, prompts: Sequence[list[int]], max_new_tokens: int | Sequence[int] = 200,
                  synced_gpus: bool = False, device=None, mask_pad_tokens: bool = False, timer=None,
                  drafts: Sequence[list[int] | None] | None = None) -> torch.Tensor:
-    """Greedy continuations of a batch of prompts, stopping at EOS: the new token ids, (rows, new tokens), padded with
-    the pad token after a row's EOS, as `model.generate(do_sample=False)` returns them. `drafts`, optional, are the
+    """Greedy continuations of a batch of prompts, stopping at EOS or after `max_new_tokens` (one number, or one per
+    row): the new token ids, (rows, new tokens), padded with the pad token after a row's end, as
+    `model.generate(do_sample=False)` returns them. `drafts`, optional, are the
     answers expected (see the module docstring); `mask_pad_tokens` hides pad-token ids inside the prompts from
     attention (`npo_trl.eval.scoring`'s); `timer` (a `npo_trl.eval.runner.PassTimer`) counts the "generated_tokens"
     (up to each answer's EOS). A model `scoring.can_share_prefix` refuses goes through `model.generate`."""
@@ -160,17 +162,20 @@ def generate_ids(model, processing_class, prompts: Sequence[list[int]], max_new_
         out = pad([torch.tensor(r, dtype=torch.long) for r in rows], padding_value=pad_id).to(device)
     else:
         input_ids, attention_mask = _prompt_batch(prompts, pad_id, device, mask_pad_tokens)
-        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
+        limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+        config = GenerationConfig(max_new_tokens=max(limits), do_sample=False, pad_token_id=pad_id,
                                   eos_token_id=sorted(eos_ids))
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
                              synced_gpus=synced_gpus)[:, input_ids.size(1):]
+        out = out.masked_fill(torch.arange(out.size(1), device=device)[None] >= torch.tensor(limits, device=device)[
+            :, None], pad_id)  # each row cut at its own limit
     if timer is not None:
         timer.count("generated_tokens", (out != pad_id).sum().item())
     return out
 
 
 @torch.no_grad()
-def generate_answers(model, processing_class, prompts: Sequence[list[int]], max_new_tokens: int = 200,
+def generate_answers(model, processing_class, prompts: Sequence[list[int]], max_new_tokens: int | Sequence[int] = 200,
                      synced_gpus: bool = False, device=None, mask_pad_tokens: bool = False, timer=None,
                      strip: bool = True, drafts: Sequence[list[int] | None] | None = None) -> list[str]:
     """`generate_ids`' greedy answers, decoded (special tokens skipped, surrounding whitespace stripped unless
