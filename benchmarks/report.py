@@ -236,12 +236,34 @@ def _table_markdown(results: dict) -> list[str]:
     return lines
 
 
+EVAL_SPEED_CASES = {"tofu_135m": "TOFU evaluation time / before (135M)",
+                    "muse_135m": "MUSE evaluation time / before (135M)",
+                    "tofu_example": "TOFU evaluation time / before (examples/tofu.py's model)"}
+
+
+def eval_speed_targets(path: str = os.path.join(os.path.dirname(os.path.abspath(__file__)), "eval_speed.json")
+                       ) -> list[dict]:
+    """The evaluation speed-up's targets, from `python -m benchmarks.eval_speed`'s measurement (its JSON), if any:
+    each case's time after / before, against 0.5."""
+    if not os.path.exists(path):
+        return []
+    import json
+
+    from benchmarks.eval_speed import SPEED_TARGET
+
+    with open(path) as f:
+        cases = json.load(f)["cases"]
+    return [{"name": EVAL_SPEED_CASES.get(key, key), "limit": SPEED_TARGET, "ratio": case["ratio"],
+             "met": case["ratio"] <= SPEED_TARGET} for key, case in cases.items()]
+
+
 def _targets_and_evaluation_markdown(results: dict) -> list[str]:
     lines = []
     lines += ["", "## Targets", "", "| target | ratio | limit | met |", "|---|---:|---:|:---:|"]
-    for t in results.get("targets", []):
-        name = (f"{CONFIGS[t['key']][0]} {t['what']} / {CONFIGS[t['base']][0].split(' (')[0]}" if t["base"]
-                else f"TOFU evaluation, {t['what']}")
+    for t in results.get("targets", []) + eval_speed_targets():
+        name = t.get("name") or (
+            f"{CONFIGS[t['key']][0]} {t['what']} / {CONFIGS[t['base']][0].split(' (')[0]}" if t["base"]
+            else f"TOFU evaluation, {t['what']}")
         met = "—" if t["met"] is None else ("yes" if t["met"] else "**no**")
         lines.append(f"| {name} | {_fmt(t['ratio'])} | {t['limit']:.2f} | {met} |")
 

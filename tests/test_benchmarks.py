@@ -93,3 +93,18 @@ def test_evaluation_share_of_the_tofu_example(tmp_path):
     text = "\n".join(report.evaluation_markdown(ev))
     assert "evaluation share" in text and "the least share" in text and "torch.profiler over one evaluation" in text
     assert "the privacy metrics' share of one evaluation" in text
+
+
+def test_eval_speed_ratios_become_target_rows_and_differences_are_relative_beyond_one(tmp_path):
+    from benchmarks import eval_speed
+
+    path = tmp_path / "eval_speed.json"
+    path.write_text(json.dumps({"cases": {"tofu_135m": {"ratio": 0.45}, "muse_135m": {"ratio": 0.7}}}))
+    rows = report.eval_speed_targets(str(path))
+    assert [(r["name"], r["met"]) for r in rows] == [("TOFU evaluation time / before (135M)", True),
+                                                     ("MUSE evaluation time / before (135M)", False)]
+    before = {"rows": {"forget/min_k": [800.0, 0.5, float("nan")]}, "metrics": {"tofu/forget_prob": 0.25}}
+    after = {"rows": {"forget/min_k": [800.004, 0.5000001, float("nan")]}, "metrics": {"tofu/forget_prob": 0.25}}
+    assert eval_speed._largest_difference(before, after) == pytest.approx(5e-6, rel=1e-3)
+    after["rows"]["forget/min_k"][2] = 1.0  # NaN on one side only
+    assert eval_speed._largest_difference(before, after) == float("inf")

@@ -275,12 +275,15 @@ def greedy_agreement(logits, input_ids, completion_mask, rows) -> tuple[torch.Te
     return (torch.tensor(agreement, device=input_ids.device), torch.tensor(following, device=input_ids.device))
 
 
-def length_groups(lengths: Sequence[int], slack: float = 0.1) -> list[list[int]]:
+def length_groups(lengths: Sequence[int], slack: float = 0.1, min_tokens: int = 128) -> list[list[int]]:
     """Indices of sequences of these `lengths` in sub-batches that pad little: in order of length, each sub-batch
-    taking the next sequence while its padded size (count × longest) stays within `1 + slack` of its tokens."""
+    taking the next sequence while its padded size (count × longest) stays within `1 + slack` of its tokens, or
+    while it is under `min_tokens` padded tokens (a forward pass has a cost of its own: a small model's is most of
+    it)."""
     groups, tokens = [], 0
     for j in sorted(range(len(lengths)), key=lambda j: (lengths[j], j)):
-        if groups and (len(groups[-1]) + 1) * lengths[j] <= (1 + slack) * (tokens + lengths[j]):
+        padded = (len(groups[-1]) + 1) * lengths[j] if groups else 0
+        if groups and (padded <= (1 + slack) * (tokens + lengths[j]) or padded <= min_tokens):
             groups[-1].append(j)
             tokens += lengths[j]
         else:
