@@ -65,6 +65,20 @@ def test_a_second_run_skips_finished_stages(tiny_run):
     assert before and {p: p.stat().st_mtime for p in out.glob("**/model.safetensors")} == before
 
 
+def test_the_defaults_parse():
+    """The default run's settings (docs/guides/wmdp.md): three methods, three seeds, β 0.05, RMU's α and rate."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("wmdp_example", SCRIPT)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    script_args, _, args, _ = example.make_parser().parse_args_and_config(args=[])
+    assert script_args.methods == ["rmu", "npo", "npo+rt"] and script_args.seeds == [0, 1, 2]
+    assert (args.beta, args.learning_rate, args.num_train_epochs, args.rmu_alpha) == (0.05, 3e-4, 5, 100.0)
+    rmu = example.method_config(script_args, args, "rmu")
+    assert rmu.learning_rate == 1e-2 and example.method_config(script_args, args, "npo") is args
+
+
 def test_impossible_arguments_are_refused_up_front(tmp_path):
     refused = {"--methods 'idk+rt'": ["--methods", "idk+rt"],
                "--methods 'nonsense'": ["--methods", "nonsense"],
