@@ -9,8 +9,12 @@ _EXPORTS = {
     "FORGET_TASK": "synthetic",
     "GENERAL_TASK": "synthetic",
     "SyntheticWMDP": "synthetic",
+    "accuracy_keys": "report",
+    "format_table": "report",
+    "summarize": "report",
     "make_synthetic_wmdp": "synthetic",
     "qa_text": "synthetic",
+    "write_report": "report",
     "write_synthetic_wmdp": "synthetic",
 }
 __all__ = sorted(_EXPORTS)
