@@ -134,3 +134,27 @@ def test_each_row_may_have_its_own_length_limit(tokenizer, trained):
     width = max(len(t) for t in expected)
     assert generate_ids(trained, tokenizer, prompt_ids(tokenizer), limits).tolist() == \
         [t + [pad] * (width - len(t)) for t in expected]
+
+
+def test_the_scoring_pass_tells_how_much_of_each_answer_greedy_decoding_reproduces(tokenizer, trained):
+    """`greedy_agreement` (from `candidate_logps`' pass over the answers): greedy decoding from the generation prompt
+    gives the answer's first `greedy_agreement` tokens, then `greedy_next` (-1: the whole answer, EOS included)."""
+    from helpers import toy_eval_sets
+    from npo_trl.tofu import TOFUEvalSettings
+    from npo_trl.tofu.eval_sets import TOFUEvalSet, score_eval_set
+
+    eval_set = TOFUEvalSet("forget", toy_eval_sets()["forget"], tokenizer)
+    scores = score_eval_set(trained, tokenizer, eval_set, TOFUEvalSettings(batch_size=3), generate=False)
+    config = GenerationConfig(max_new_tokens=30, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=tokenizer.eos_token_id)
+    agreements = []
+    for i, (prompt, draft) in enumerate(zip(eval_set.prompts, eval_set.drafts, strict=True)):
+        assert draft is not None
+        greedy = trained.generate(input_ids=torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt),
+                                  dtype=torch.long), generation_config=config)[0, len(prompt):].tolist()
+        agreement, following = int(scores["greedy_agreement"][i]), int(scores["greedy_next"][i])
+        assert greedy[:agreement] == draft[:agreement]
+        assert greedy[agreement:agreement + 1] == ([following] if following >= 0 else []) or agreement == len(draft)
+        assert (following == -1) == (agreement == len(draft))
+        agreements.append(agreement)
+    assert max(agreements) >= 3 and min(agreements) < max(agreements)  # some answers known, some not

@@ -265,14 +265,13 @@ def greedy_agreement(logits, input_ids, completion_mask, rows) -> tuple[torch.Te
     targets, token_rows = _completion_targets(input_ids, completion_mask)
     kept = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
     kept[rows] = True
-    choices, targets = logits[kept[token_rows]].argmax(-1), targets[kept[token_rows]]
-    agreement, following = [], []
-    for row_choices, row_targets in zip(choices.split(completion_mask[rows, 1:].sum(1).tolist()),
-                                        targets.split(completion_mask[rows, 1:].sum(1).tolist()), strict=True):
-        agree = int((row_choices == row_targets).long().cumprod(0).sum())
-        agreement.append(agree)
-        following.append(int(row_choices[agree]) if agree < len(row_choices) else -1)
-    return (torch.tensor(agreement, device=input_ids.device), torch.tensor(following, device=input_ids.device))
+    lengths = completion_mask[rows, 1:].sum(1)
+    aligned = torch.arange(int(lengths.max()), device=lengths.device)[None] < lengths[:, None]
+    choices, wanted = (torch.full(aligned.shape, -1, dtype=torch.long, device=lengths.device) for _ in range(2))
+    choices[aligned], wanted[aligned] = logits[kept[token_rows]].argmax(-1), targets[kept[token_rows]]
+    agreement = ((choices == wanted) & aligned).long().cumprod(1).sum(1)
+    following = choices.gather(1, agreement.clamp(max=aligned.size(1) - 1)[:, None]).squeeze(1)
+    return agreement, following.masked_fill(agreement == lengths, -1)
 
 
 def length_groups(lengths: Sequence[int], slack: float = 0.1, min_tokens: int = 128) -> list[list[int]]:
