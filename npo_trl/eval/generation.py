@@ -25,11 +25,11 @@ rounding, so two candidates within ~1e-6 of each other could in principle swap; 
 from collections.abc import Sequence
 
 import torch
-from transformers import GenerationConfig
+from transformers import DynamicCache, GenerationConfig
 from trl.trainer.utils import pad
 
 from ..prompts import tokenizer_of
-from .scoring import can_share_prefix, model_device, pad_id_of, shared_prefix_length
+from .scoring import can_share_prefix, length_groups, model_device, pad_id_of, shared_prefix_length
 
 # Key-value cache positions of a greedy-generation batch when its rows are not given: 8192 positions are 0.4 GB for a
 # 135M Llama in float32, 4 GB for a 7B one in bfloat16.
@@ -73,6 +73,44 @@ def _any_process(flag: bool, synced_gpus: bool, device) -> bool:
     return bool(value.item())
 
 
+def _prefill(model, prompts, drafts, pad_id: int, device, mask_pad_tokens: bool, keep_logits: bool, shared: int = 0,
+             prefix_cache=None, prefix_mask=None):
+    """One forward pass over these rows' prompts (after the first `shared` tokens, whose cache `prefix_cache` holds)
+    and drafts: (cache, attention mask, each row's last position, its accepted draft tokens, greedy's choice after
+    them). The draft tokens after the accepted ones are masked out of the context."""
+    input_ids, attention_mask = _prompt_batch([p[shared:] for p in prompts], pad_id, device, mask_pad_tokens)
+    width = max(len(d) for d in drafts)
+    draft_ids = pad([torch.tensor(d, dtype=torch.long) for d in drafts], padding_value=pad_id).to(device) \
+        if width else input_ids[:, :0]
+    draft_mask = (torch.arange(width, device=device)[None] < torch.tensor([len(d) for d in drafts],
+                                                                          device=device)[:, None]).long()
+    parts = [prefix_mask.expand(len(prompts), -1)] if shared else []
+    attention_mask = torch.cat([*parts, attention_mask, draft_mask], dim=1)
+    positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    out = model(input_ids=torch.cat([input_ids, draft_ids], dim=1), attention_mask=attention_mask,
+                position_ids=positions[:, shared:], use_cache=True, cache=prefix_cache,
+                **({"logits_to_keep": width + 1} if keep_logits else {}))
+    choices = out.logits[:, -(width + 1):].argmax(-1)  # greedy's token after the prompt and after each draft token
+    accepted = ((choices[:, :width] == draft_ids) & draft_mask.bool()).long().cumprod(1).sum(1)
+    prompt_end = shared + input_ids.size(1)
+    attention_mask[:, prompt_end:] *= (torch.arange(width, device=device)[None] < accepted[:, None]).long()
+    following = choices.gather(1, accepted[:, None]).squeeze(1)
+    return out.cache, attention_mask, positions[:, prompt_end - 1] + accepted, accepted, following
+
+
+def _stack_caches(caches, masks):
+    """Several prefills' caches and attention masks as one batch: each left-padded with masked-out zero positions to
+    the widest (positions are explicit, so where a masked position sits does not matter)."""
+    width = max(mask.size(1) for mask in masks)
+    layers = []
+    for tensors in zip(*[list(cache) for cache in caches], strict=True):
+        keys = [torch.nn.functional.pad(k, (0, 0, width - k.size(2), 0)) for k, _, _ in tensors]
+        values = [torch.nn.functional.pad(v, (0, 0, width - v.size(2), 0)) for _, v, _ in tensors]
+        layers.append((torch.cat(keys), torch.cat(values)))
+    return DynamicCache(ddp_cache_data=layers), torch.cat([torch.nn.functional.pad(m, (width - m.size(1), 0))
+                                                           for m in masks])
+
+
 @torch.no_grad()
 def greedy_decode(model, prompts: Sequence[list[int]], max_new_tokens: int | Sequence[int], eos_ids: set[int],
                   pad_id: int, drafts: Sequence[list[int] | None] | None = None, synced_gpus: bool = False,
@@ -83,58 +121,50 @@ def greedy_decode(model, prompts: Sequence[list[int]], max_new_tokens: int | Seq
     device = device or model_device(model)
     limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     drafts = [list(d or [])[:limit] for d, limit in zip(drafts or [None] * len(prompts), limits, strict=True)]
+    keep_logits = getattr(model, "_supports_logits_to_keep", lambda: False)()
     # a prompt start common to the batch (MUSE's KnowMem few-shot examples) runs once, its cache repeated per row
     shared = shared_prefix_length(prompts) - 1 if len(prompts) > 1 else 0
     if _any_process(shared < MIN_SHARED_PREFIX, synced_gpus, device):  # every process, or none, runs it once
         shared = 0
-    input_ids, attention_mask = _prompt_batch([p[shared:] for p in prompts], pad_id, device, mask_pad_tokens)
-    prefix_ids = torch.tensor([prompts[0][:shared]], dtype=torch.long, device=device)
-    prefix_mask = (prefix_ids != pad_id).long() if mask_pad_tokens else torch.ones_like(prefix_ids)
-    width = max(len(d) for d in drafts)
-    draft_ids = pad([torch.tensor(d, dtype=torch.long) for d in drafts], padding_value=pad_id).to(device) \
-        if width else input_ids[:, :0]
-    draft_mask = (torch.arange(width, device=device)[None] < torch.tensor([len(d) for d in drafts],
-                                                                          device=device)[:, None]).long()
-    attention_mask = torch.cat([prefix_mask.expand(len(prompts), -1), attention_mask, draft_mask], dim=1)
-    positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-    keep = {"logits_to_keep": width + 1} if getattr(model, "_supports_logits_to_keep", lambda: False)() else {}
-    cache = None
     if shared:
-        cache = model(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=positions[:1, :shared],
-                      use_cache=True, **({"logits_to_keep": 1} if keep else {})).cache
+        prefix_ids = torch.tensor([prompts[0][:shared]], dtype=torch.long, device=device)
+        prefix_mask = (prefix_ids != pad_id).long() if mask_pad_tokens else torch.ones_like(prefix_ids)
+        cache = model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True,
+                      position_ids=(prefix_mask.cumsum(-1) - 1).masked_fill(prefix_mask == 0, 0),
+                      **({"logits_to_keep": 1} if keep_logits else {})).cache
         cache.batch_repeat_interleave(len(prompts))
-    out = model(input_ids=torch.cat([input_ids, draft_ids], dim=1), attention_mask=attention_mask,
-                position_ids=positions[:, shared:], use_cache=True, cache=cache, **keep)
-    choices = out.logits[:, -(width + 1):].argmax(-1)  # greedy's token after the prompt and after each draft token
-    cache = out.cache
-    agree = (choices[:, :width] == draft_ids) & draft_mask.bool()
-    accepted = agree.long().cumprod(1).sum(1)  # the leading draft tokens that are greedy's own
-    prompt_end = shared + input_ids.size(1)
-    # the draft tokens after the accepted ones leave the context; generation goes on after the accepted ones
-    attention_mask[:, prompt_end:] *= (torch.arange(width, device=device)[None] < accepted[:, None]).long()
-    last_position = positions[:, prompt_end - 1] + accepted
+        cache, attention_mask, last_position, accepted, following = _prefill(
+            model, prompts, drafts, pad_id, device, mask_pad_tokens, keep_logits, shared, cache, prefix_mask)
+        order = list(range(len(prompts)))
+    else:  # prompts of similar length prefilled together, then decoded as one batch (one pass under synced_gpus)
+        groups = [list(range(len(prompts)))] if synced_gpus else \
+            length_groups([len(p) + len(d) for p, d in zip(prompts, drafts, strict=True)])
+        prefills = [_prefill(model, [prompts[i] for i in g], [drafts[i] for i in g], pad_id, device, mask_pad_tokens,
+                             keep_logits) for g in groups]
+        cache, attention_mask = _stack_caches([p[0] for p in prefills], [p[1] for p in prefills])
+        last_position, accepted, following = (torch.cat([p[k] for p in prefills]) for k in (2, 3, 4))
+        order = [i for g in groups for i in g]  # the cache's rows, as rows of the batch
 
-    generated, active = [], []
-    for row in range(len(prompts)):
-        tokens = drafts[row][:int(accepted[row])] + [int(choices[row, accepted[row]])]
+    generated, active = [None] * len(prompts), []
+    for slot, row in enumerate(order):
+        tokens = drafts[row][:int(accepted[slot])] + [int(following[slot])]
         end = next((i + 1 for i, t in enumerate(tokens) if t in eos_ids), None)
-        tokens = tokens[:min(end or limits[row], limits[row])]
-        generated.append(tokens)
-        if end is None and len(tokens) < limits[row]:
+        generated[row] = tokens[:min(end or limits[row], limits[row])]
+        if end is None and len(generated[row]) < limits[row]:
             active.append(row)
-    rows = list(range(len(prompts)))  # the cache's rows, as rows of the batch
+    rows = order
     while _any_process(bool(active), synced_gpus, device):
-        keep = [rows.index(r) for r in active] or [0]  # a process with no row left runs one for the others
-        if len(keep) < len(rows):
-            index = torch.tensor(keep, device=device)
+        kept = [rows.index(r) for r in active] or [0]  # a process with no row left runs one for the others
+        if len(kept) < len(rows):
+            index = torch.tensor(kept, device=device)
             cache.batch_select_indices(index)
             attention_mask, last_position = attention_mask[index], last_position[index]
-            rows = [rows[i] for i in keep]
+            rows = [rows[i] for i in kept]
         next_ids = torch.tensor([[generated[r][-1]] for r in rows], device=device)
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(rows), 1))], dim=1)
         last_position = last_position + 1
         out = model(input_ids=next_ids, attention_mask=attention_mask, position_ids=last_position[:, None],
-                    cache=cache, use_cache=True, **({"logits_to_keep": 1} if keep else {}))
+                    cache=cache, use_cache=True, **({"logits_to_keep": 1} if keep_logits else {}))
         cache = out.cache
         for r, token in zip(rows, out.logits[:, -1].argmax(-1).tolist(), strict=True):
             if r in active:
