@@ -1,19 +1,22 @@
 """Greedy generation for evaluation: the answers ROUGE scores, as `model.generate` would give them, for less work.
 
 `generate_ids` decodes a batch greedily on the model's own key-value cache (any model `scoring.can_share_prefix`
-accepts; others go through `model.generate`) and saves work in three ways, none of which changes a token beyond
+accepts; others go through `model.generate`) and saves work as follows, none of which changes a token beyond
 float rounding:
 
 - A row leaves the batch once it has produced EOS: the steps after that run only the rows still decoding.
-- A row may come with a *draft*, the answer the benchmark expects (TOFU's answer, MUSE's continuation). One forward
+- A row may come with a *draft*, tokens greedy decoding is expected to give (TOFU: the answer tokens the scoring pass
+  already shows it reproduces, `scoring.greedy_agreement`; MUSE VerbMem: the reference continuation). One forward
   pass over prompt + draft gives the model's greedy choice at every draft position; the leading draft tokens that are
   those choices are what greedy decoding would produce first (each is the argmax given the tokens before it, which
   are the draft's), and the first choice that differs is the next token. Decoding goes on from there. A model that
-  still knows an answer reproduces it in that one pass; a model that does not diverges early and costs one pass
-  more than without the draft. Speculative decoding (Leviathan et al. 2023, arXiv 2211.17192) with the reference
-  answer as the draft model's output, verified greedily.
+  still knows an answer reproduces it in that one pass; for one that does not, the draft's tokens cost a little
+  prefill (TOFU's drafts stop at the first token greedy would not give, so they cost nothing). Speculative
+  decoding (Leviathan et al. 2023, arXiv 2211.17192) with the reference answer as the draft model's output,
+  verified greedily.
 - A prompt start common to every row of the batch (MUSE's KnowMem few-shot examples) runs once; its key-value cache
-  is repeated for the rows, as `scoring.candidate_logps` does for a question's candidate answers.
+  is repeated for the rows, as `scoring.candidate_logps` does for a question's candidate answers. Otherwise prompts
+  of similar length are prefilled together (`scoring.length_groups`) and their caches stacked for decoding.
 - Positions, attention masks and the end of generation follow `model.generate` (`GenerationConfig(do_sample=False)`:
   positions counted from the attention mask, a row's output padded with the pad token after its EOS).
 
