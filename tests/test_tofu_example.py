@@ -65,7 +65,7 @@ def test_every_stage_writes_its_outputs(tiny_run):
     assert set(samples) == {"forget", "retain", "real_authors", "world_facts"}
     assert all(len(samples["forget"][m]) == 3 for m in ["finetuned", *methods])
     arguments = json.loads((tiny_run / "arguments.json").read_text())  # this run's defaults, resolved once
-    assert arguments["settings"]["max_new_tokens"] == 8 and arguments["settings"]["generation_batch_size"] == 7 * 16
+    assert arguments["settings"]["max_new_tokens"] == 8 and arguments["settings"]["generation_batch_size"] is None
     assert arguments["tiny_model"] == {"hidden_size": 64, "num_layers": 2, "vocab_size": 600}
 
 
@@ -153,7 +153,7 @@ def test_stage_arguments_that_cannot_run_are_refused(tmp_path):
                "--finetuned_model skips the base model": ["--finetuned_model", "f"],
                "leave --seed out of --seeds": ["--seeds", "0", "42", "--sanity_check", "true"],
                "give distinct seeds": ["--seeds", "0", "1", "0"],
-               "method 'rmu': use <forget_loss>[+rt|+kl] with forget_loss among ['npo', 'ga'": ["--methods", "rmu"]}
+               "method 'xyz': use <forget_loss>[+rt|+kl] with forget_loss among ['npo', 'ga'": ["--methods", "xyz"]}
     messages = refusals(SCRIPT, [["--output_dir", str(tmp_path), *args] for args in refused.values()])
     for expected, message in zip(refused, messages, strict=True):
         assert message is not None and expected in message, (expected, message)

@@ -47,6 +47,10 @@ def main(model_dir, standin_dir, output_dir, batch_size):
     del trainer
     gc.collect()
     PartialState().destroy_process_group()
+    # As tests/scripts/unlearn.py: a finished 2-process ZeRO-3 run can still abort in gloo's teardown ("terminate
+    # called without an active exception", seen in CI on 2026-12-05); every output is written and closed by now.
+    sys.stdout.flush(), sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
