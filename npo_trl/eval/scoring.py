@@ -225,7 +225,7 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
                   **({"logits_to_keep": 1} if supports_keep else {})).cache
     offsets = [n for n in shared for _ in range(k)]
     rests = [p[n:] for p, n in zip(prompts, offsets, strict=False)]
-    logps = None  # (candidates,), in the dtype of the model's log-probabilities
+    logps = torch.empty(len(prompts), dtype=torch.float64, device=device)
     parts = []  # (first candidates' rows, their statistics) of each sub-batch
     for group in length_groups([len(r) + len(c) for r, c in zip(rests, completions, strict=False)]):
         rows = torch.tensor(group, device=device) // k  # the question each candidate belongs to
@@ -240,8 +240,7 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
                                     attention_mask=torch.cat([prefix["attention_mask"][rows], rest["attention_mask"]],
                                                              dim=1))
         group_logps = _completion_logps(logits, rest["input_ids"], rest["completion_mask"])
-        if logps is None:
-            logps = group_logps.new_empty(len(prompts))
+        logps = logps.to(group_logps.dtype)
         logps[torch.tensor(group, device=device)] = group_logps
         firsts = [i for i, j in enumerate(group) if j % k == 0]
         if (first_candidate_statistics or first_candidate_greedy) and firsts:

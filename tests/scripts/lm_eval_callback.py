@@ -6,13 +6,14 @@ with their answers (prompt, completion) are the training rows. Rank 0 writes OUT
 metrics logged at steps 0, 1 and 2 (every process's, to compare them).
 """
 
+import gc
 import json
 import os
 import sys
 
 import torch
+from accelerate import PartialState
 from datasets import Dataset
-from teardown import leave  # tests/scripts/teardown.py (the script's folder is on sys.path)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from npo_trl import NPOConfig, NPOTrainer
@@ -43,7 +44,13 @@ def main(model_dir, standin_dir, output_dir, batch_size):
                   "num_processes": trainer.accelerator.num_processes, "deepspeed": trainer.is_deepspeed_enabled}
         with open(os.path.join(output_dir, "result.json"), "w") as f:
             json.dump(result, f)
-    leave(trainer)  # see teardown.py
+    del trainer
+    gc.collect()
+    PartialState().destroy_process_group()
+    # As tests/scripts/unlearn.py: a finished 2-process ZeRO-3 run can still abort in gloo's teardown ("terminate
+    # called without an active exception", seen in CI on 2026-12-05); every output is written and closed by now.
+    sys.stdout.flush(), sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
