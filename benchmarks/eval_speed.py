@@ -196,8 +196,17 @@ def main(argv=None):
                           method=args.method, warm_up=True))
     cases = [c for c in cases if not args.only or c["name"] in args.only]
     results = measure(cases, args.baseline, args.repeats)
+    if args.only and os.path.exists(args.out):  # the cases not run keep their last measurement
+        with open(args.out) as f:
+            earlier = json.load(f)
+        if earlier.get("baseline") == args.baseline:
+            results["cases"] = {**earlier["cases"], **results["cases"]}
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
+    if args.out == os.path.join(HERE, "eval_speed.json"):  # RESULTS.md's targets table reads it
+        from benchmarks.step_cost import main as step_cost_main
+
+        step_cost_main(["--render"])
     for name, case in results["cases"].items():
         print(f"{name}: {case['seconds']['before']:.1f} s -> {case['seconds']['after']:.1f} s "
               f"(ratio {case['ratio']:.2f}), largest per-row difference {case['largest_difference']:.1e}")

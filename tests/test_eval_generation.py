@@ -159,3 +159,80 @@ def test_the_scoring_pass_tells_how_much_of_each_answer_greedy_decoding_reproduc
         assert (following == -1) == (agreement == len(draft))
         agreements.append(agreement)
     assert max(agreements) >= 3 and min(agreements) < max(agreements)  # some answers known, some not
+
+
+def test_drafts_proposed_in_the_decoding_loop():
+    from npo_trl.eval.generation import draft_width, propose_draft
+
+    assert propose_draft([1, 2, 7, 7, 7], [7, 7, 7], None, 4) == [7, 7, 7, 7]  # a repeated token, copied on
+    assert propose_draft([1, 5, 6, 5, 6], [5, 6, 5, 6], None, 5) == [5, 6, 5, 6, 5]  # a repeated phrase
+    assert propose_draft([3, 4, 9, 2, 3, 4], [3, 4], None, 2) == [9, 2]  # what followed in the prompt
+    assert propose_draft([1, 2, 3], [3], None, 4) == []  # nothing to look up
+    assert propose_draft([1, 8, 9], [8, 9], [8, 9, 10, 11, 12], 2) == [10, 11]  # the hint, while followed
+    assert propose_draft([1, 8, 8, 8], [8, 8, 8], [8, 9, 10], 2) == [8, 8]  # left: the lookup again
+    assert propose_draft([1, 8, 8, 8], [8, 8, 8], None, 0) == []
+    assert draft_width([4, 4, 4, 0]) == 4 and draft_width([8, 0, 0, 0]) == 0  # half the positions filled, or none
+    assert draft_width([32] * 16) == 7  # at most DRAFT_PASS_TOKENS (128) tokens in a pass of 16 rows
+
+
+def test_lookup_drafts_and_hints_keep_generates_tokens_in_fewer_passes(tokenizer, monkeypatch):
+    """An untrained model repeats phrases: its repetitions are proposed and taken, so the answers take fewer passes
+    than plain decoding, and they are `model.generate`'s; a hint that is the answer is taken in growing drafts, a
+    wrong one is dropped after the first token."""
+    from npo_trl.eval import generation
+
+    model = tiny_llama(len(tokenizer), seed=3).eval()
+    expected = reference_ids(model, tokenizer, PROMPTS, 24)
+    eos, pad = eos_token_ids(model, tokenizer), pad_id_of(tokenizer)
+    passes = []
+    hook = model.register_forward_pre_hook(lambda m, args, kwargs: passes.append(kwargs["input_ids"].shape),
+                                           with_kwargs=True)
+    try:
+        counts = {}
+        for name, hints in (("none", None), ("right", expected), ("wrong", [[5, 6, 7]] * len(PROMPTS))):
+            passes.clear()
+            assert greedy_decode(model, prompt_ids(tokenizer), 24, eos, pad, hints=hints) == expected
+            counts[name] = len(passes)
+        monkeypatch.setattr(generation, "FIRST_DRAFT", 0)  # no drafts in the loop: plain decoding
+        passes.clear()
+        assert greedy_decode(model, prompt_ids(tokenizer), 24, eos, pad) == expected
+    finally:
+        hook.remove()
+    assert counts["none"] == counts["wrong"] < len(passes)
+    assert counts["right"] <= 6  # the prefill(s), then drafts of 4, 8, 16 tokens
+
+
+def test_generation_starts_from_the_scoring_passs_question_caches(tokenizer, trained):
+    """TOFU's scoring pass keeps each question's cache (all but its last token); greedy decoding started from it
+    runs only the rest, and gives the same answers. A cache of other tokens is not used."""
+    from helpers import toy_eval_sets
+    from npo_trl.tofu import TOFUEvalSettings
+    from npo_trl.tofu.eval_sets import TOFUEvalSet, greedy_rouge, score_eval_set
+
+    settings = TOFUEvalSettings(batch_size=2, max_new_tokens=12)
+    eval_set = TOFUEvalSet("retain", toy_eval_sets()["retain"], tokenizer, settings)
+    scores = score_eval_set(trained, tokenizer, eval_set, settings, generate=False, prompt_cache_tokens=10_000)
+    caches = scores["greedy_prompt_caches"]
+    assert all(len(cache[0]) == len(prompt) - 1 for cache, prompt in zip(caches, eval_set.prompts, strict=True))
+    limited = score_eval_set(trained, tokenizer, eval_set, settings, generate=False, prompt_cache_tokens=30)
+    assert 0 < sum(len(c[0]) for c in limited["greedy_prompt_caches"] if c is not None) <= 30
+    eos, pad = eos_token_ids(trained, tokenizer), pad_id_of(tokenizer)
+    expected = reference_ids(trained, tokenizer, [row["question"] for row in eval_set.rows], 12)
+    passes = []
+    hook = trained.register_forward_pre_hook(lambda m, args, kwargs: passes.append(kwargs["input_ids"].shape),
+                                             with_kwargs=True)
+    try:
+        plain = greedy_decode(trained, eval_set.prompts, 12, eos, pad)
+        prefill_plain = passes[0][1]
+        passes.clear()
+        assert greedy_decode(trained, eval_set.prompts, 12, eos, pad, prompt_caches=caches) == plain
+        assert passes[0][1] < prefill_plain  # the questions' tokens did not run again
+        wrong = [(cache[0][:-1] + [cache[0][-1] + 1], *cache[1:]) for cache in caches]
+        assert greedy_decode(trained, eval_set.prompts, 12, eos, pad, prompt_caches=wrong) == plain
+    finally:
+        hook.remove()
+    if eval_set.prompts[0] == tokenizer(eval_set.rows[0]["question"])["input_ids"]:
+        assert plain == expected
+    rouge = greedy_rouge(trained, tokenizer, [eval_set], settings, [scores])[0]
+    scores.pop("greedy_prompt_caches")
+    assert rouge.tolist() == greedy_rouge(trained, tokenizer, [eval_set], settings, [scores])[0].tolist()

@@ -6,6 +6,7 @@ import contextlib
 import math
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -54,6 +55,23 @@ def shard(num_rows: int, accelerator) -> list[int]:
 def length_sorted(indices: list[int], lengths: list[int]) -> list[int]:
     """Positions into `indices` in order of their rows' length, so that a batch pads little."""
     return sorted(range(len(indices)), key=lambda j: (lengths[indices[j]], j))
+
+
+def length_groups(lengths: Sequence[int], slack: float = 0.1, min_tokens: int = 128) -> list[list[int]]:
+    """Indices of sequences of these `lengths` in sub-batches that pad little: in order of length, each sub-batch
+    taking the next sequence while its padded size (count × longest) stays within `1 + slack` of its tokens, or
+    while it is under `min_tokens` padded tokens (a forward pass has a cost of its own: a small model's is most of
+    it)."""
+    groups, tokens = [], 0
+    for j in sorted(range(len(lengths)), key=lambda j: (lengths[j], j)):
+        padded = (len(groups[-1]) + 1) * lengths[j] if groups else 0
+        if groups and (padded <= (1 + slack) * (tokens + lengths[j]) or padded <= min_tokens):
+            groups[-1].append(j)
+            tokens += lengths[j]
+        else:
+            groups.append([j])
+            tokens = lengths[j]
+    return groups
 
 
 def batches(indices: list[int], order: list[int], size: int, progress: bool = False, description: str = ""):

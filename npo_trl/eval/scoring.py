@@ -17,6 +17,12 @@ from trl.data_utils import common_prefix_length
 from .. import losses
 from ..data import DataCollatorForUnlearning
 from ..prompts import tokenizer_of
+from .prefix_tree import PrefixTree, tree_batch
+from .runner import length_groups
+
+# Rows of a (rows, vocabulary) tensor normalised at a time: 128 × a 50k vocabulary in float32 is 25 MB, which the
+# allocator reuses (larger blocks are mapped afresh, page by page, on every allocation).
+LOGSUMEXP_ROWS = 128
 
 
 def pad_id_of(processing_class) -> int:
@@ -92,6 +98,13 @@ def _completion_logits(model, input_ids, completion_mask, **kwargs) -> torch.Ten
 def _at_least_fp32(logits: torch.Tensor) -> torch.Tensor:
     """Logits in float32, or float64 when the model computes in it (log-softmax of bf16/fp16 logits loses digits)."""
     return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
+def _normaliser(logits: torch.Tensor) -> torch.Tensor:
+    """log Σ_v exp(logit_v) of each row, in at least float32: a fused log-softmax's first entry subtracted from its
+    logit (one pass fewer than `torch.logsumexp`)."""
+    logits = _at_least_fp32(logits)
+    return logits[:, 0] - logits.log_softmax(-1)[:, 0]
 
 
 def _completion_targets(input_ids, completion_mask) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,24 +206,39 @@ def can_share_prefix(model) -> bool:
     return all(type(layer) is DynamicLayer for layer in layers)
 
 
+def can_run_tree(model) -> bool:
+    """Whether `candidate_logps` may run: a full-attention cache (`can_share_prefix`) and an attention that takes a
+    4D mask (PyTorch's SDPA or the eager one; flash-attention kernels take none), from the config, so every process
+    decides alike."""
+    config = getattr(model, "config", None)
+    return can_share_prefix(model) and getattr(config, "_attn_implementation", None) in ("sdpa", "eager")
+
+
 @torch.no_grad()
 def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[list[int]], num_candidates: int,
                     pad_token_id: int, device=None, mask_pad_tokens: bool = False,
-                    first_candidate_statistics: bool = False, first_candidate_greedy: bool = False):
+                    first_candidate_statistics: bool = False, first_candidate_greedy: bool = False,
+                    synced_gpus: bool = False, prompt_caches: bool = False):
     """`sequence_logps` of rows that each hold `num_candidates` consecutive (prompt, completion) pairs with a common
     question (TOFU scores an answer, its paraphrase and its perturbations), shape (rows, num_candidates).
 
-    Each row's shared prompt, all but its last token, runs once; its key-value cache is repeated for the candidates,
-    which then run from that last token on. The values are `sequence_logps`' up to float rounding (4e-6 in fp32),
-    for a quarter to a half fewer token-passes on TOFU's rows (the question runs once instead of 5-7 times). Every row
-    needs a shared prompt of >= 2 tokens, and the model a full-attention cache (`can_share_prefix`). With
-    `first_candidate_statistics`, also returns the `token_statistics` of each row's first candidate (its answer) from
-    the same pass: (logps, statistics); with `first_candidate_greedy`, that dict also holds `greedy_agreement` and
-    `greedy_next` (see `greedy_agreement`).
+    Each row's shared prompt, all but its last token, runs once; the rest of its candidates (from that last token
+    on) runs as one prefix tree (`npo_trl.eval.prefix_tree`): a token sequence that begins several candidates runs
+    once, and the LM head runs once per node that predicts a completion token. The values are `sequence_logps'` up to
+    float rounding (4e-6 in fp32), for a third to a half fewer token-passes on TOFU's rows. Every row needs a shared
+    prompt of >= 2 tokens, and the model a full-attention cache and an attention that takes a 4D mask
+    (`can_run_tree`). Trees of similar size run together (`length_groups`); under `synced_gpus` (ZeRO-3, FSDP: every
+    process must run as many passes) all of them at once. With `first_candidate_statistics`, also returns the
+    `token_statistics` of each row's first candidate (its answer) from the same pass: (logps, statistics); with
+    `first_candidate_greedy`, that dict also holds `greedy_agreement` and `greedy_next` (see `greedy_agreement`); with
+    `prompt_caches`, also `prompt_caches`: per row, the cache of the part of its prompt that ran once, as
+    `npo_trl.eval.generation.greedy_decode` takes it ((tokens, [(keys, values, None) per layer], attention mask);
+    None where a pad token inside it is hidden from attention, which generation would place differently).
     """
-    if not can_share_prefix(model):
-        raise ValueError(f"candidate_logps needs a full-attention key-value cache, which {type(model).__name__} does "
-                         "not have (see can_share_prefix): use sequence_logps.")
+    if not can_run_tree(model):
+        raise ValueError(f"candidate_logps needs a full-attention key-value cache and an attention that takes a 4D "
+                         f"mask (sdpa, eager), which {type(model).__name__} does not have (see can_run_tree): use "
+                         "sequence_logps.")
     device = device or model_device(model)
     k = num_candidates
     groups = [prompts[i:i + k] for i in range(0, len(prompts), k)]
@@ -223,38 +251,59 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
     cache = model(input_ids=prefix["input_ids"], attention_mask=prefix["attention_mask"], use_cache=True,
                   position_ids=torch.arange(prefix["input_ids"].size(1), device=device).expand_as(prefix["input_ids"]),
                   **({"logits_to_keep": 1} if supports_keep else {})).cache
-    offsets = [n for n in shared for _ in range(k)]
-    rests = [p[n:] for p, n in zip(prompts, offsets, strict=False)]
-    logps = torch.empty(len(prompts), dtype=torch.float64, device=device)
-    parts = []  # (first candidates' rows, their statistics) of each sub-batch
-    for group in length_groups([len(r) + len(c) for r, c in zip(rests, completions, strict=False)]):
-        rows = torch.tensor(group, device=device) // k  # the question each candidate belongs to
-        rest = _collate([rests[j] for j in group], [completions[j] for j in group], pad_token_id, device,
-                        mask_pad_tokens)
-        positions = torch.tensor([offsets[j] for j in group], device=device)[:, None] + \
-            torch.arange(rest["input_ids"].size(1), device=device)
-        logits = _completion_logits(model, rest["input_ids"], rest["completion_mask"], use_cache=True,
-                                    cache=DynamicCache(ddp_cache_data=[(keys[rows], values[rows])
-                                                                       for keys, values, _ in cache]),
-                                    position_ids=positions,
-                                    attention_mask=torch.cat([prefix["attention_mask"][rows], rest["attention_mask"]],
-                                                             dim=1))
-        group_logps = _completion_logps(logits, rest["input_ids"], rest["completion_mask"])
-        logps = logps.to(group_logps.dtype)
-        logps[torch.tensor(group, device=device)] = group_logps
-        firsts = [i for i, j in enumerate(group) if j % k == 0]
-        if (first_candidate_statistics or first_candidate_greedy) and firsts:
-            index = torch.tensor(firsts, device=device)
-            table = _completion_token_statistics(logits, rest["input_ids"], rest["completion_mask"], index) \
-                if first_candidate_statistics else {}
-            if first_candidate_greedy:
-                agreement, following = greedy_agreement(logits, rest["input_ids"], rest["completion_mask"], index)
-                table.update(greedy_agreement=agreement[:, None], greedy_next=following[:, None])
-            parts.append(([group[i] // k for i in firsts], table))
-    logps = logps.view(-1, k)
-    if not (first_candidate_statistics or first_candidate_greedy):
+    trees = [PrefixTree([(p + c)[n:] for p, c in zip(prompts[r * k:(r + 1) * k], completions[r * k:(r + 1) * k],
+                                                      strict=True)]) for r, n in enumerate(shared)]
+    dtype = next(model.parameters()).dtype
+    token_logps = [None] * len(groups)  # per row, (candidates, longest completion) log π(token | prefix)
+    firsts = [None] * len(groups)  # per row, its answer's logits, one row per answer token
+    batches = [list(range(len(trees)))] if synced_gpus else length_groups([len(t) for t in trees])
+    for batch in batches:
+        inputs = tree_batch([trees[r] for r in batch], [shared[r] for r in batch], prefix["attention_mask"][batch],
+                            pad_token_id, dtype, mask_pad_tokens)
+        # the nodes whose next token is a completion token: (row of the batch, node) → its place among the logits
+        predicting = torch.zeros(inputs["input_ids"].shape, dtype=torch.bool)
+        for b, r in enumerate(batch):
+            for j in range(k):
+                start = len(prompts[r * k + j]) - shared[r] - 1
+                predicting[b, trees[r].paths[j][start:-1]] = True
+        place = (predicting.flatten().cumsum(0) - 1).view(predicting.shape)
+        predicting = predicting.to(device)
+        with _lm_head_at(model, predicting) as selected:
+            logits = model(**inputs, cache=DynamicCache(ddp_cache_data=[(keys[batch], values[batch])
+                                                                        for keys, values, _ in cache]),
+                           use_cache=True).logits
+        logits = logits[0] if selected else logits[predicting]
+        # log π(v | node) = logit − logsumexp, in slices that keep the temporaries small (a fresh (nodes, vocab)
+        # tensor costs page faults as well as its arithmetic)
+        normalisers = torch.cat([_normaliser(part) for part in logits.split(LOGSUMEXP_ROWS)])
+        for b, r in enumerate(batch):
+            rows = []
+            for j in range(k):
+                start = len(prompts[r * k + j]) - shared[r] - 1
+                nodes = place[b, trees[r].paths[j][start:-1]].to(device)
+                targets = torch.tensor(completions[r * k + j], device=device)
+                rows.append(_at_least_fp32(logits[nodes, targets]) - normalisers[nodes])
+                if j == 0:
+                    firsts[r] = logits[nodes]
+            token_logps[r] = rows
+    logps = torch.stack([torch.stack([t.mean() for t in rows]) for rows in token_logps])
+    if not (first_candidate_statistics or first_candidate_greedy or prompt_caches):
         return logps
-    return logps, _merge_rows(parts, len(groups))
+    answers = _collate([[0]] * len(groups), [completions[r * k] for r in range(len(groups))], pad_token_id, device)
+    answer_logits = torch.cat(firsts)
+    table = _completion_token_statistics(answer_logits, answers["input_ids"], answers["completion_mask"]) \
+        if first_candidate_statistics else {}
+    if first_candidate_greedy:
+        agreement, following = greedy_agreement(answer_logits, answers["input_ids"], answers["completion_mask"],
+                                                torch.arange(len(groups), device=device))
+        table.update(greedy_agreement=agreement[:, None], greedy_next=following[:, None])
+    if prompt_caches:
+        mask = prefix["attention_mask"]
+        table["prompt_caches"] = [
+            (list(prompts[r * k][:n]), [(keys[r:r + 1, :, :n].clone(), values[r:r + 1, :, :n].clone(), None)
+                                        for keys, values, _ in cache], mask[r:r + 1, :n].clone())
+            if bool(mask[r, :n].all()) else None for r, n in enumerate(shared)]
+    return logps, table
 
 
 def greedy_agreement(logits, input_ids, completion_mask, rows) -> tuple[torch.Tensor, torch.Tensor]:
@@ -272,36 +321,6 @@ def greedy_agreement(logits, input_ids, completion_mask, rows) -> tuple[torch.Te
     agreement = ((choices == wanted) & aligned).long().cumprod(1).sum(1)
     following = choices.gather(1, agreement.clamp(max=aligned.size(1) - 1)[:, None]).squeeze(1)
     return agreement, following.masked_fill(agreement == lengths, -1)
-
-
-def length_groups(lengths: Sequence[int], slack: float = 0.1, min_tokens: int = 128) -> list[list[int]]:
-    """Indices of sequences of these `lengths` in sub-batches that pad little: in order of length, each sub-batch
-    taking the next sequence while its padded size (count × longest) stays within `1 + slack` of its tokens, or
-    while it is under `min_tokens` padded tokens (a forward pass has a cost of its own: a small model's is most of
-    it)."""
-    groups, tokens = [], 0
-    for j in sorted(range(len(lengths)), key=lambda j: (lengths[j], j)):
-        padded = (len(groups[-1]) + 1) * lengths[j] if groups else 0
-        if groups and (padded <= (1 + slack) * (tokens + lengths[j]) or padded <= min_tokens):
-            groups[-1].append(j)
-            tokens += lengths[j]
-        else:
-            groups.append([j])
-            tokens = lengths[j]
-    return groups
-
-
-def _merge_rows(parts, num_rows: int) -> dict[str, torch.Tensor]:
-    """Per-row tables of several sub-batches ((their rows, {name: (rows, width)}), ...) as one table of `num_rows`
-    rows, in row order, left-aligned and zero past each row's width."""
-    merged = {}
-    for rows, table in parts:
-        for name, values in table.items():
-            if name not in merged:
-                width = max(other[name].size(1) for _, other in parts)
-                merged[name] = values.new_zeros((num_rows, width))
-            merged[name][rows, :values.size(1)] = values
-    return merged
 
 
 @torch.no_grad()

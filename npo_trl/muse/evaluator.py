@@ -76,7 +76,7 @@ class MUSEEvaluator(Evaluator):
         self.processing_class, self.settings = processing_class, settings or MUSEEvalSettings()
         verbmem_max_new_tokens = self.settings.verbmem_max_new_tokens
         self.generation_sets = {}  # name → (prompt ids, reference texts, per-row new-token limits, is KnowMem)
-        self.drafts = {}  # name → per row, the tokens greedy decoding is expected to give (`generate_ids`' drafts)
+        self.hints = {}  # name → per row, the tokens greedy decoding may give (`generate_ids`' hints)
         if "verbmem_forget" in eval_sets:
             rows = eval_sets["verbmem_forget"]
             cut = [tokenizer(row["gt"])["input_ids"] for row in rows]  # as MUSE cuts it: special tokens counted
@@ -87,7 +87,7 @@ class MUSEEvaluator(Evaluator):
                       for ids, ref in zip(cut, references, strict=False)]
             self.generation_sets["verbmem_forget"] = (
                 [tokenizer(row["prompt"])["input_ids"] for row in rows], references, limits, False)
-            self.drafts["verbmem_forget"] = [tokenizer(row["gt"], add_special_tokens=False)["input_ids"][:limit]
+            self.hints["verbmem_forget"] = [tokenizer(row["gt"], add_special_tokens=False)["input_ids"][:limit]
                                              for row, limit in zip(rows, limits, strict=True)]
         for name in ("knowmem_forget", "knowmem_retain"):
             if name in eval_sets:
@@ -134,7 +134,7 @@ class MUSEEvaluator(Evaluator):
         reference has (MUSE's references are never shorter), decoded once (`decode_continuations`); a KnowMem answer
         is cut at the next question."""
         prompts, references, limits, is_knowmem = self.generation_sets[name]
-        drafts = self.drafts.get(name)
+        hints = self.hints.get(name)
         tokenizer, device = tokenizer_of(self.processing_class), scoring.model_device(model, accelerator)
         indices = shard(len(prompts), accelerator)
         order = length_sorted(indices, [len(p) for p in prompts])
@@ -151,7 +151,7 @@ class MUSEEvaluator(Evaluator):
                 else:
                     answers = decode_continuations(tokenizer, generate_ids(
                         model, self.processing_class, batch_prompts, max_new_tokens, synced_gpus, device,
-                        timer=self.timer, drafts=drafts and [drafts[i] for i in rows]).tolist(),
+                        timer=self.timer, hints=hints and [hints[i] for i in rows]).tolist(),
                         [limits[i] for i in rows])
             scores.append(torch.tensor(rouge_l_f1(answers, [references[i] for i in rows]), device=device))
         return gather_rows(torch.cat(scores).double()[:, None], order, accelerator, len(prompts))[:, 0]

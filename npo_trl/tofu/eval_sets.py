@@ -141,8 +141,8 @@ class TOFUEvalSet:
 @torch.no_grad()
 def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, settings: TOFUEvalSettings | None = None, *,
                    ref_model=None, generate: bool = True, accelerator=None, synced_gpus: bool = False,
-                   membership: bool = False, timer: PassTimer | None = None, progress: bool = False
-                   ) -> dict[str, np.ndarray]:
+                   membership: bool = False, timer: PassTimer | None = None, progress: bool = False,
+                   prompt_cache_tokens: int = 0) -> dict[str, np.ndarray]:
     """Per-row scores of one set: `answer_logps`, `correct_logps`, `perturbed_logps` (rows, n) (length-normalised),
     `truth_ratios` (sets with perturbed answers), `rouge` (with `generate`) and `kl` (with `ref_model`); NaN where not
     computed. With `membership`, also the answer's `npo_trl.eval.privacy.ROW_SCORES` and `zlib`, from the same forward
@@ -151,7 +151,9 @@ def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, settings: TOF
     `eval_set`'s. `timer` sums the seconds of the "score", "kl" and "generate" passes and counts "generated_tokens".
 
     With `accelerator`, each process scores its shard of the rows and the scores are gathered; the model must
-    already be unwrapped and in eval mode (see `npo_trl.eval.runner.evaluation_model`).
+    already be unwrapped and in eval mode (see `npo_trl.eval.runner.evaluation_model`). Without it, the question
+    caches of the scoring pass (`scoring.candidate_logps`' `prompt_caches`), up to `prompt_cache_tokens` positions
+    of them, are kept in `greedy_prompt_caches` (per row, or None), for `greedy_rouge` to start generating from.
     """
     settings, timer = settings or TOFUEvalSettings(), timer or PassTimer()
     batch_size, mask_pad_tokens = settings.batch_size, settings.mask_pad_tokens
@@ -160,16 +162,22 @@ def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, settings: TOF
     indices = shard(len(eval_set), accelerator)
     order = length_sorted(indices, eval_set.lengths)
     num_candidates = len(eval_set.candidates[0])
-    share_prompt = eval_set.shares_prompt and scoring.can_share_prefix(model)  # per set: ZeRO-3 ranks must agree
+    share_prompt = eval_set.shares_prompt and scoring.can_run_tree(model)  # per set: ZeRO-3 ranks must agree
 
     logps, kl, members, greedy = [], [], [], []
+    kept_caches = [None] * len(eval_set)  # the rows' question caches generation may start from (one process only)
+    keep_caches = prompt_cache_tokens > 0 and accelerator is None
     for rows in batches(indices, order, batch_size, progress, f"scoring {eval_set.name}"):
         pairs = [pair for i in rows for pair in eval_set.candidates[i]]  # every candidate of the batch, stacked
         with timer("score"):
             if share_prompt:
                 batch_logps, statistics = scoring.candidate_logps(
                     model, *zip(*pairs, strict=False), num_candidates, pad_id, device, mask_pad_tokens,
-                    first_candidate_statistics=membership, first_candidate_greedy=True)
+                    first_candidate_statistics=membership, first_candidate_greedy=True,
+                    synced_gpus=synced_gpus, prompt_caches=keep_caches)
+                for i, cache in zip(rows, statistics.pop("prompt_caches", []), strict=False):
+                    if cache is not None and len(cache[0]) <= prompt_cache_tokens:
+                        kept_caches[i], prompt_cache_tokens = cache, prompt_cache_tokens - len(cache[0])
                 greedy.append(torch.stack([statistics.pop("greedy_agreement")[:, 0],
                                            statistics.pop("greedy_next")[:, 0]], dim=1))
             else:
@@ -201,10 +209,13 @@ def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, settings: TOF
         "greedy_agreement": table[:, num_candidates + 2],
         "greedy_next": table[:, num_candidates + 3],
     }
+    if any(cache is not None for cache in kept_caches):
+        scores["greedy_prompt_caches"] = kept_caches
     if generate:
         scores["rouge"] = greedy_rouge(model, processing_class, [eval_set], settings, [scores],
                                        accelerator=accelerator, synced_gpus=synced_gpus, timer=timer,
                                        progress=progress)[0]
+        scores.pop("greedy_prompt_caches", None)
     if eval_set.num_perturbed:
         scores["truth_ratios"] = truth_ratios(scores["correct_logps"], scores["perturbed_logps"])
     if membership:
@@ -224,7 +235,8 @@ def greedy_rouge(model, processing_class, eval_sets: Sequence[TOFUEvalSet], sett
 
     Each set's `scores` (`score_eval_set`'s, of the same model), where given, say how much of each answer greedy
     decoding reproduces (`greedy_agreement`, `greedy_next`: from the scoring pass, at no cost): those tokens are the
-    row's draft (`npo_trl.eval.generation`), verified again in the prefill, so decoding starts after them."""
+    row's draft (`npo_trl.eval.generation`), verified again in the prefill, so decoding starts after them; and their
+    `greedy_prompt_caches`, where kept, spare running the questions again."""
     settings, timer = settings or TOFUEvalSettings(), timer or PassTimer()
     pool = [(s, i) for s, eval_set in enumerate(eval_sets) for i in range(len(eval_set))]
     prompts = [eval_sets[s].prompts[i] for s, i in pool]
@@ -232,8 +244,10 @@ def greedy_rouge(model, processing_class, eval_sets: Sequence[TOFUEvalSet], sett
     indices = shard(len(pool), accelerator)
     order = length_sorted(indices, [len(p) for p in prompts])
     size = settings.generation_rows(max(len(p) for p in prompts), len(indices))  # the same on every process
-    drafts = [None] * len(pool)
+    drafts, caches = [None] * len(pool), [None] * len(pool)
     for j, (s, i) in enumerate(pool):
+        if scores is not None and "greedy_prompt_caches" in scores[s]:
+            caches[j] = scores[s]["greedy_prompt_caches"][i]
         agreement = scores[s]["greedy_agreement"][i] if scores is not None else float("nan")
         if eval_sets[s].drafts[i] is not None and not np.isnan(agreement):
             following = int(scores[s]["greedy_next"][i])
@@ -243,7 +257,7 @@ def greedy_rouge(model, processing_class, eval_sets: Sequence[TOFUEvalSet], sett
         with timer("generate"):
             answers = generate_answers(model, processing_class, [prompts[j] for j in rows], settings.max_new_tokens,
                                        synced_gpus, device, settings.mask_pad_tokens, timer,
-                                       drafts=[drafts[j] for j in rows])
+                                       drafts=[drafts[j] for j in rows], prompt_caches=[caches[j] for j in rows])
         rouge.extend(rouge_l_recall(answers, [eval_sets[pool[j][0]].answers[pool[j][1]] for j in rows]))
     table = gather_rows(torch.tensor(rouge, dtype=torch.float64, device=device)[:, None], order, accelerator,
                         len(pool))[:, 0]

@@ -6,6 +6,7 @@ import torch
 
 from ..eval import privacy
 from ..eval.evaluator import Evaluator
+from ..eval.generation import GENERATION_CACHE_TOKENS
 from .eval_sets import HOLDOUT, SET_NAMES, TOFUEvalSet, greedy_rouge, score_eval_set
 from .metrics import METRICS, UTILITY_METRICS, UTILITY_SETS, forget_quality, model_utility, set_metrics
 from .reference import load_reference_stats, reference_privacy, reference_truth_ratios
@@ -79,14 +80,15 @@ class TOFUEvaluator(Evaluator):
         """Per-row scores of every set (`npo_trl.tofu.eval_sets.score_eval_set`'s) of an unwrapped model in eval
         mode, from which `evaluate` aggregates."""
         membership = HOLDOUT in self.sets  # the forget pass also scores the privacy attacks; holdout: one pass more
-        scores = {
-            name: score_eval_set(model, self.processing_class, eval_set, self.settings,
-                                 ref_model=ref_model if name == "forget" else None, generate=False,
-                                 accelerator=accelerator, synced_gpus=synced_gpus,
-                                 membership=membership and name in ("forget", HOLDOUT), timer=self.timer,
-                                 progress=self.progress)
-            for name, eval_set in self.sets.items()
-        }
+        # the scoring pass's question caches, up to what one generation batch holds, spare generation running them
+        budget, scores = (GENERATION_CACHE_TOKENS if generate and accelerator is None else 0), {}
+        for name, eval_set in self.sets.items():
+            scores[name] = score_eval_set(model, self.processing_class, eval_set, self.settings,
+                                          ref_model=ref_model if name == "forget" else None, generate=False,
+                                          accelerator=accelerator, synced_gpus=synced_gpus,
+                                          membership=membership and name in ("forget", HOLDOUT), timer=self.timer,
+                                          progress=self.progress, prompt_cache_tokens=budget)
+            budget -= sum(len(c[0]) for c in scores[name].get("greedy_prompt_caches", []) if c is not None)
         if generate:  # every set's greedy answers (not the holdout's) in shared batches
             names = [name for name in self.sets if name != HOLDOUT]
             rouge = greedy_rouge(model, self.processing_class, [self.sets[name] for name in names], self.settings,
@@ -94,6 +96,8 @@ class TOFUEvaluator(Evaluator):
                                  timer=self.timer, progress=self.progress)
             for name, values in zip(names, rouge, strict=True):
                 scores[name]["rouge"] = values
+        for set_scores in scores.values():
+            set_scores.pop("greedy_prompt_caches", None)
         return scores
 
     def check_metric(self, metric: str, has_reference_model: bool) -> None:
