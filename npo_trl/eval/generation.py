@@ -201,8 +201,9 @@ def greedy_decode(model, prompts: Sequence[list[int]], max_new_tokens: int | Seq
             cache.batch_select_indices(index)
             attention_mask, last_position = attention_mask[index], last_position[index]
             rows = [rows[i] for i in kept]
+        room = DRAFT_PASS_TOKENS // len(rows) - 1  # draft tokens a row may have in this pass (none: no lookup)
         proposals = [propose_draft(prompts[r] + generated[r], generated[r], hints[r] if hints else None,
-                                   min(lengths[r], limits[r] - len(generated[r]) - 1)) if r in active else []
+                                   min(lengths[r], limits[r] - len(generated[r]) - 1, room)) if r in active else []
                      for r in rows]
         width = draft_width([len(p) for p in proposals])
         proposals = [p[:width] for p in proposals]

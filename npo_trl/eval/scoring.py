@@ -25,6 +25,11 @@ from .runner import length_groups
 LOGSUMEXP_ROWS = 128
 
 
+# Padding allowed when trees of different sizes share a pass (`length_groups`' slack): a padded node costs as much as
+# a tree's, a pass more a little fixed cost.
+TREE_SLACK = 0.02
+
+
 def pad_id_of(processing_class) -> int:
     """The pad token's id, or the EOS token's when the tokenizer has none (what the trainer pads with then)."""
     tokenizer = tokenizer_of(processing_class)
@@ -256,7 +261,7 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
     dtype = next(model.parameters()).dtype
     token_logps = [None] * len(groups)  # per row, (candidates, longest completion) log π(token | prefix)
     firsts = [None] * len(groups)  # per row, its answer's logits, one row per answer token
-    batches = [list(range(len(trees)))] if synced_gpus else length_groups([len(t) for t in trees])
+    batches = [list(range(len(trees)))] if synced_gpus else length_groups([len(t) for t in trees], TREE_SLACK)
     for batch in batches:
         inputs = tree_batch([trees[r] for r in batch], [shared[r] for r in batch], prefix["attention_mask"][batch],
                             pad_token_id, dtype, mask_pad_tokens)
