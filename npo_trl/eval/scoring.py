@@ -259,19 +259,24 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
     trees = [PrefixTree([(p + c)[n:] for p, c in zip(prompts[r * k:(r + 1) * k], completions[r * k:(r + 1) * k],
                                                       strict=True)]) for r, n in enumerate(shared)]
     dtype = next(model.parameters()).dtype
-    token_logps = [None] * len(groups)  # per row, (candidates, longest completion) log π(token | prefix)
+    token_logps, owners = [], []  # per completion token: log π(token | prefix), and the candidate it belongs to
     firsts = [None] * len(groups)  # per row, its answer's logits, one row per answer token
     batches = [list(range(len(trees)))] if synced_gpus else length_groups([len(t) for t in trees], TREE_SLACK)
     for batch in batches:
         inputs = tree_batch([trees[r] for r in batch], [shared[r] for r in batch], prefix["attention_mask"][batch],
                             pad_token_id, dtype, mask_pad_tokens)
-        # the nodes whose next token is a completion token: (row of the batch, node) → its place among the logits
-        predicting = torch.zeros(inputs["input_ids"].shape, dtype=torch.bool)
+        # per completion token of the batch's candidates: the node that predicts it (row of the batch, node)
+        spots, targets, owner = [], [], []
         for b, r in enumerate(batch):
-            for j in range(k):
-                start = len(prompts[r * k + j]) - shared[r] - 1
-                predicting[b, trees[r].paths[j][start:-1]] = True
-        place = (predicting.flatten().cumsum(0) - 1).view(predicting.shape)
+            for j in range(r * k, (r + 1) * k):
+                start = len(prompts[j]) - shared[r] - 1
+                spots += [(b, node) for node in trees[r].paths[j - r * k][start:-1]]
+                targets += completions[j]
+                owner += [j] * len(completions[j])
+        spot_rows, spot_nodes = (torch.tensor(x) for x in zip(*spots, strict=True))
+        predicting = torch.zeros(inputs["input_ids"].shape, dtype=torch.bool)
+        predicting[spot_rows, spot_nodes] = True
+        place = ((predicting.flatten().cumsum(0) - 1).view(predicting.shape)[spot_rows, spot_nodes]).to(device)
         predicting = predicting.to(device)
         with _lm_head_at(model, predicting) as selected:
             logits = model(**inputs, cache=DynamicCache(ddp_cache_data=[(keys[batch], values[batch])
@@ -281,17 +286,15 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
         # log π(v | node) = logit − logsumexp, in slices that keep the temporaries small (a fresh (nodes, vocab)
         # tensor costs page faults as well as its arithmetic)
         normalisers = torch.cat([_normaliser(part) for part in logits.split(LOGSUMEXP_ROWS)])
-        for b, r in enumerate(batch):
-            rows = []
-            for j in range(k):
-                start = len(prompts[r * k + j]) - shared[r] - 1
-                nodes = place[b, trees[r].paths[j][start:-1]].to(device)
-                targets = torch.tensor(completions[r * k + j], device=device)
-                rows.append(_at_least_fp32(logits[nodes, targets]) - normalisers[nodes])
-                if j == 0:
-                    firsts[r] = logits[nodes]
-            token_logps[r] = rows
-    logps = torch.stack([torch.stack([t.mean() for t in rows]) for rows in token_logps])
+        token_logps.append(_at_least_fp32(logits[place, torch.tensor(targets, device=device)]) - normalisers[place])
+        owner = torch.tensor(owner, device=device)
+        owners.append(owner)
+        answer_logits = logits[place[owner % k == 0]].split([len(completions[r * k]) for r in batch])
+        for r, row_logits in zip(batch, answer_logits, strict=True):
+            firsts[r] = row_logits
+    token_logps = torch.cat(token_logps)
+    lengths = torch.tensor([len(c) for c in completions], device=device)
+    logps = (token_logps.new_zeros(len(prompts)).index_add_(0, torch.cat(owners), token_logps) / lengths).view(-1, k)
     if not (first_candidate_statistics or first_candidate_greedy or prompt_caches):
         return logps
     answers = _collate([[0]] * len(groups), [completions[r * k] for r in range(len(groups))], pad_token_id, device)
