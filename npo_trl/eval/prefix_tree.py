@@ -43,9 +43,10 @@ class PrefixTree:
         """(nodes, nodes) boolean: entry [i, a] is True when node a is node i or one of its ancestors (what node i
         attends to within the tree)."""
         mask = torch.eye(len(self), dtype=torch.bool)
-        for node, parent in enumerate(self.parents):
-            if parent >= 0:
-                mask[node] |= mask[parent]
+        depths, parents = torch.tensor(self.depths), torch.tensor(self.parents)
+        for depth in range(1, int(depths.max()) + 1 if len(self) else 0):  # a level at a time, parents first
+            nodes = (depths == depth).nonzero().flatten()
+            mask[nodes] |= mask[parents[nodes]]
         return mask
 
 

@@ -289,16 +289,17 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
         token_logps.append(_at_least_fp32(logits[place, torch.tensor(targets, device=device)]) - normalisers[place])
         owner = torch.tensor(owner, device=device)
         owners.append(owner)
-        answer_logits = logits[place[owner % k == 0]].split([len(completions[r * k]) for r in batch])
-        for r, row_logits in zip(batch, answer_logits, strict=True):
-            firsts[r] = row_logits
+        if first_candidate_statistics or first_candidate_greedy:  # the answers' logits, for their statistics
+            answer_logits = logits[place[owner % k == 0]].split([len(completions[r * k]) for r in batch])
+            for r, row_logits in zip(batch, answer_logits, strict=True):
+                firsts[r] = row_logits
     token_logps = torch.cat(token_logps)
     lengths = torch.tensor([len(c) for c in completions], device=device)
     logps = (token_logps.new_zeros(len(prompts)).index_add_(0, torch.cat(owners), token_logps) / lengths).view(-1, k)
     if not (first_candidate_statistics or first_candidate_greedy or prompt_caches):
         return logps
     answers = _collate([[0]] * len(groups), [completions[r * k] for r in range(len(groups))], pad_token_id, device)
-    answer_logits = torch.cat(firsts)
+    answer_logits = torch.cat(firsts) if first_candidate_statistics or first_candidate_greedy else None
     table = _completion_token_statistics(answer_logits, answers["input_ids"], answers["completion_mask"]) \
         if first_candidate_statistics else {}
     if first_candidate_greedy:
