@@ -15,7 +15,7 @@ from muse_helpers import muse_tokenizer, small_muse, target_texts, train_on_text
 from npo_trl import NPOConfig, NPOTrainer
 from npo_trl.eval.generation import generate_answers
 from npo_trl.muse import MUSECallback, MUSEEvalSettings, MUSEEvaluator, compute_reference_stats, muse_eval_sets
-from npo_trl.muse.evaluator import METRICS, decode_continuations
+from npo_trl.muse.evaluator import METRICS, decode_continuations, prompt_sources
 from npo_trl.muse.metrics import cut_answer, knowmem_prompt, rouge_l_f1
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +101,42 @@ def test_bad_eval_sets_name_the_fix(muse):
         settings = MUSEEvalSettings(knowmem_trailing_space=trailing)
         prompts = MUSEEvaluator(tokenizer, sets, settings=settings).generation_sets["knowmem_retain"][0]
         assert tokenizer.decode(prompts[0], skip_special_tokens=True).endswith(ending)
+
+
+def test_verbmem_generates_from_the_privleak_passs_caches(muse):
+    """A VerbMem prompt opens a PrivLeak forget text (MUSE-News': the texts VerbMem's prompts are cut from; the
+    synthetic data's too). The PrivLeak pass runs first and keeps those tokens' cache, and VerbMem's generation runs
+    only each prompt's last token: every metric is the one of the sets evaluated apart, for fewer tokens run."""
+    _, sets, tokenizer, _, target, _ = muse
+    evaluator = MUSEEvaluator(tokenizer, sets, None, SETTINGS)
+    prompts, texts = evaluator.generation_sets["verbmem_forget"][0], evaluator.privleak_sets["privleak_forget"][0]
+    assert all(source is not None and source[1] == len(prompt) - 1 and texts[source[0]][:source[1]] == prompt[:-1]
+               for source, prompt in zip(evaluator.prompt_sources, prompts, strict=True))
+    apart = [MUSEEvaluator(tokenizer, {k: v for k, v in sets.items() if k.startswith("privleak") == privleak}, None,
+                           SETTINGS) for privleak in (False, True)]
+    assert apart[0].prompt_sources is None and apart[1].prompt_sources is None
+    tokens = []
+    hook = target.register_forward_pre_hook(lambda m, a, k: tokens.append(k["input_ids"].numel()), with_kwargs=True)
+    try:
+        counts = []
+        for each in (evaluator, *apart):
+            tokens.clear()
+            metrics = each.evaluate(target)
+            counts.append(sum(tokens))
+            if each is evaluator:
+                together = metrics
+            else:
+                assert all(together[key] == value for key, value in metrics.items() if value is not None)
+    finally:
+        hook.remove()
+    assert counts[0] <= counts[1] + counts[2] - sum(len(p) - 1 for p in prompts)
+
+
+def test_prompt_sources_take_the_tokens_a_text_begins_a_prompt_with():
+    texts = [[1, 2, 3, 4, 5, 6], [1, 9, 9, 9]]
+    prompts = [[1, 2, 3, 4], [1, 2, 3, 7, 8], [1, 2, 8], [5, 5, 5, 5], [1, 9], [1, 9, 9, 9, 9]]
+    # at most all but the prompt's last token, at least `minimum`; a prompt no text begins has none
+    assert prompt_sources(prompts, texts, minimum=2) == [(0, 3), (0, 3), (0, 2), None, None, (1, 4)]
 
 
 def test_verbmem_scores_the_whole_decode_of_the_generated_ids(tokenizer):

@@ -44,6 +44,12 @@ def evaluation_model(model, accelerator=None, gradient_checkpointing_kwargs=None
         yield unwrapped, backend.is_zero3 or backend.is_fsdp
 
 
+def one_process(accelerator) -> bool:
+    """Whether the evaluation runs on one process (no accelerator, or one of a single process): the rows are all
+    here, so what one pass computes for a row (a question's cache) can serve a later pass over it."""
+    return accelerator is None or accelerator.num_processes == 1
+
+
 def shard(num_rows: int, accelerator) -> list[int]:
     """This process's rows: equal-sized contiguous blocks, the last padded by repeating the final row, so that
     every process runs the same number of forward passes (ZeRO-3 needs it) and a gather restores the order."""

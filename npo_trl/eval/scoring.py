@@ -23,8 +23,6 @@ from .runner import length_groups
 # Rows of a (rows, vocabulary) tensor normalised at a time: 128 × a 50k vocabulary in float32 is 25 MB, which the
 # allocator reuses (larger blocks are mapped afresh, page by page, on every allocation).
 LOGSUMEXP_ROWS = 128
-
-
 # Padding allowed when trees of different sizes share a pass (`length_groups`' slack): a padded node costs as much as
 # a tree's, a pass more a little fixed cost.
 TREE_SLACK = 0.02
@@ -93,11 +91,22 @@ def _predicting(completion_mask: torch.Tensor) -> torch.Tensor:
 def _completion_logits(model, input_ids, completion_mask, **kwargs) -> torch.Tensor:
     """The model's next-token logits at the positions that predict a completion token, (completion tokens, vocab),
     in row order: one forward pass of `input_ids` (with `kwargs`: attention mask, cache, positions), the LM head run
-    at those positions only (`_lm_head_at`)."""
+    at those positions only (`_lm_head_at`). With `use_cache=True`, also the pass's cache: (logits, cache)."""
     positions = _predicting(completion_mask)
     with _lm_head_at(model, positions) as selected:
-        logits = model(input_ids=input_ids, **kwargs).logits
-    return logits[0] if selected else logits[:, -input_ids.size(1):][positions]
+        out = model(input_ids=input_ids, **kwargs)
+    logits = out.logits[0] if selected else out.logits[:, -input_ids.size(1):][positions]
+    return (logits, out.cache) if kwargs.get("use_cache") else logits
+
+
+def _row_caches(cache, tokens: Sequence[list[int]], lengths: Sequence[int], attention_mask) -> list:
+    """Per row of a pass, the key-value cache of its first `lengths[r]` tokens (of `tokens[r]`), as
+    `npo_trl.eval.generation.greedy_decode` takes a prompt's: (tokens, [(keys, values, None) per layer], attention
+    mask); None where the length is 0, or where a pad token inside is hidden from attention (which generation would
+    place differently)."""
+    return [(list(tokens[r][:n]), [(keys[r:r + 1, :, :n].clone(), values[r:r + 1, :, :n].clone(), None)
+                                   for keys, values, _ in cache], attention_mask[r:r + 1, :n].clone())
+            if n > 0 and bool(attention_mask[r, :n].all()) else None for r, n in enumerate(lengths)]
 
 
 def _at_least_fp32(logits: torch.Tensor) -> torch.Tensor:
@@ -175,15 +184,24 @@ def sequence_logps(model, prompts: Sequence[list[int]], completions: Sequence[li
 
 @torch.no_grad()
 def token_statistics(model, prompts: Sequence[list[int]], completions: Sequence[list[int]], pad_token_id: int,
-                     device=None, mask_pad_tokens: bool = False) -> dict[str, torch.Tensor]:
+                     device=None, mask_pad_tokens: bool = False, cache_lengths: Sequence[int] | None = None
+                     ) -> dict[str, torch.Tensor]:
     """Per completion token, in one forward pass: `logps` = log π(token | prefix), the mean `expected_logps` and
     variance `logp_variance` of the log-probabilities over the vocabulary at that position, and `is_argmax`; each
     (rows, longest completion), zero past a row's end, with `mask` (1 on a row's completion tokens). The token-level
-    statistics membership-inference and memorization scores are built from (`npo_trl.eval.privacy`)."""
+    statistics membership-inference and memorization scores are built from (`npo_trl.eval.privacy`). With
+    `cache_lengths` (per row, a number of leading tokens), also `prompt_caches`: per row, the pass's cache of those
+    tokens (`_row_caches`; None where 0), for generating from a prompt they begin (MUSE: VerbMem's, PrivLeak's)."""
     batch = _collate(prompts, completions, pad_token_id, device or model_device(model), mask_pad_tokens)
-    logits = _completion_logits(model, batch["input_ids"], batch["completion_mask"],
-                                attention_mask=batch["attention_mask"], use_cache=False)
-    return _completion_token_statistics(logits, batch["input_ids"], batch["completion_mask"])
+    keep = cache_lengths is not None and any(cache_lengths)
+    out = _completion_logits(model, batch["input_ids"], batch["completion_mask"],
+                             attention_mask=batch["attention_mask"], use_cache=keep)
+    logits, cache = out if keep else (out, None)
+    table = _completion_token_statistics(logits, batch["input_ids"], batch["completion_mask"])
+    if keep:
+        table["prompt_caches"] = _row_caches(cache, [p + c for p, c in zip(prompts, completions, strict=True)],
+                                             cache_lengths, batch["attention_mask"])
+    return table
 
 
 def shared_prefix_length(prompts: Sequence[list[int]]) -> int:
@@ -236,9 +254,7 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
     process must run as many passes) all of them at once. With `first_candidate_statistics`, also returns the
     `token_statistics` of each row's first candidate (its answer) from the same pass: (logps, statistics); with
     `first_candidate_greedy`, that dict also holds `greedy_agreement` and `greedy_next` (see `greedy_agreement`); with
-    `prompt_caches`, also `prompt_caches`: per row, the cache of the part of its prompt that ran once, as
-    `npo_trl.eval.generation.greedy_decode` takes it ((tokens, [(keys, values, None) per layer], attention mask);
-    None where a pad token inside it is hidden from attention, which generation would place differently).
+    `prompt_caches`, also `prompt_caches`: per row, the cache of the part of its prompt that ran once (`_row_caches`).
     """
     if not can_run_tree(model):
         raise ValueError(f"candidate_logps needs a full-attention key-value cache and an attention that takes a 4D "
@@ -307,11 +323,7 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
                                                 torch.arange(len(groups), device=device))
         table.update(greedy_agreement=agreement[:, None], greedy_next=following[:, None])
     if prompt_caches:
-        mask = prefix["attention_mask"]
-        table["prompt_caches"] = [
-            (list(prompts[r * k][:n]), [(keys[r:r + 1, :, :n].clone(), values[r:r + 1, :, :n].clone(), None)
-                                        for keys, values, _ in cache], mask[r:r + 1, :n].clone())
-            if bool(mask[r, :n].all()) else None for r, n in enumerate(shared)]
+        table["prompt_caches"] = _row_caches(cache, prompts[::k], shared, prefix["attention_mask"])
     return logps, table
 
 

@@ -8,11 +8,18 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from trl.data_utils import common_prefix_length
 
 from ..eval import privacy, scoring
 from ..eval.evaluator import Evaluator
-from ..eval.generation import generate_answers, generate_ids, generation_rows
-from ..eval.runner import batches, evaluation_model, gather_rows, length_sorted, shard
+from ..eval.generation import (
+    GENERATION_CACHE_TOKENS,
+    MIN_SHARED_PREFIX,
+    generate_answers,
+    generate_ids,
+    generation_rows,
+)
+from ..eval.runner import batches, evaluation_model, gather_rows, length_sorted, one_process, shard
 from ..prompts import tokenizer_of
 from .data import EVAL_SETS, check_rows
 from .metrics import criterion, cut_answer, knowmem_prompt, rouge_l_f1
@@ -107,6 +114,10 @@ class MUSEEvaluator(Evaluator):
                 raise ValueError(f"MUSE set {name!r}, row {short[0]}: its text is under 2 tokens, which leaves no "
                                  "token to score after the first; drop it.")
         self.fingerprint = privleak_fingerprint(self.privleak_sets) if self.privleak_sets else None
+        # per VerbMem prompt, the PrivLeak forget text that begins it and for how many tokens (MUSE-News' VerbMem
+        # prompts open its PrivLeak forget texts): generation starts from that text's cache
+        self.prompt_sources = prompt_sources(self.generation_sets["verbmem_forget"][0], self.privleak_sets[
+            PRIVLEAK_SETS[0]][0]) if "verbmem_forget" in self.generation_sets and self.privleak_sets else None
         path = None
         if isinstance(reference_stats, (str, os.PathLike)):
             path = str(reference_stats)
@@ -117,22 +128,22 @@ class MUSEEvaluator(Evaluator):
         self.reference_stats = reference_stats
 
     def compute(self, model, ref_model, accelerator, synced_gpus) -> dict[str, float | None]:
-        metrics = dict.fromkeys(METRICS)
-        for name in self.generation_sets:
-            metrics[f"muse/{name}"] = criterion(self._rouge(model, name, accelerator, synced_gpus))
-        if self.privleak_sets:
-            aucs = self.aucs(model, accelerator)
+        metrics, caches = dict.fromkeys(METRICS), {}
+        if self.privleak_sets:  # first: on one process, its pass keeps the caches VerbMem's generation starts from
+            aucs = self.aucs(model, accelerator, caches if one_process(accelerator) else None)
             metrics.update({f"muse/mia_{attack}_auc": auc for attack, auc in aucs.items()})
             if self.reference_stats is not None:
                 leak = privacy.privleak(aucs[privacy.PRIVLEAK_ATTACK], self.reference_stats["auc"]["min_k"])
                 metrics["muse/privleak"], metrics["muse/abs_privleak"] = leak, abs(leak)
+        for name in self.generation_sets:
+            metrics[f"muse/{name}"] = criterion(self._rouge(model, name, accelerator, synced_gpus, caches.get(name)))
         return metrics
 
-    def _rouge(self, model, name, accelerator, synced_gpus) -> np.ndarray:
+    def _rouge(self, model, name, accelerator, synced_gpus, prompt_caches=None) -> np.ndarray:
         """Per row, the ROUGE-L F1 of the greedy generation for its prompt against its reference, on every process, in
         row order. A VerbMem continuation is `verbmem_max_new_tokens` generated tokens, or as many as a shorter
         reference has (MUSE's references are never shorter), decoded once (`decode_continuations`); a KnowMem answer
-        is cut at the next question."""
+        is cut at the next question. `prompt_caches` (per row, or None) are passed to `generate_ids`."""
         prompts, references, limits, is_knowmem = self.generation_sets[name]
         hints = self.hints.get(name)
         tokenizer, device = tokenizer_of(self.processing_class), scoring.model_device(model, accelerator)
@@ -151,20 +162,38 @@ class MUSEEvaluator(Evaluator):
                 else:
                     answers = decode_continuations(tokenizer, generate_ids(
                         model, self.processing_class, batch_prompts, max_new_tokens, synced_gpus, device,
-                        timer=self.timer, hints=hints and [hints[i] for i in rows]).tolist(),
+                        timer=self.timer, hints=hints and [hints[i] for i in rows],
+                        prompt_caches=prompt_caches and [prompt_caches[i] for i in rows]).tolist(),
                         [limits[i] for i in rows])
             scores.append(torch.tensor(rouge_l_f1(answers, [references[i] for i in rows]), device=device))
         return gather_rows(torch.cat(scores).double()[:, None], order, accelerator, len(prompts))[:, 0]
 
-    def aucs(self, model, accelerator=None) -> dict[str, float]:
-        """Each attack's AUC of PrivLeak's forget (members) vs holdout (non-members) texts."""
-        scores = {name: self._attack_scores(model, name, accelerator) for name in PRIVLEAK_SETS}
+    def aucs(self, model, accelerator=None, prompt_caches: dict | None = None) -> dict[str, float]:
+        """Each attack's AUC of PrivLeak's forget (members) vs holdout (non-members) texts. Given a dict
+        `prompt_caches` (one process), the forget texts' pass also puts there, under "verbmem_forget", per VerbMem
+        prompt the cache of the forget text's tokens that begin it (`prompt_sources`; None for the others), up to
+        `GENERATION_CACHE_TOKENS` positions."""
+        lengths = None
+        if prompt_caches is not None and self.prompt_sources is not None:
+            lengths, budget = [0] * len(self.privleak_sets[PRIVLEAK_SETS[0]][0]), GENERATION_CACHE_TOKENS
+            for text, n in filter(None, self.prompt_sources):
+                if not lengths[text] and n <= budget:
+                    lengths[text], budget = n, budget - n
+        scores, kept = {}, None
+        for name in PRIVLEAK_SETS:
+            scores[name], caches = self._attack_scores(model, name, accelerator,
+                                                       lengths if name == PRIVLEAK_SETS[0] else None)
+            kept = caches if name == PRIVLEAK_SETS[0] else kept
+        if kept is not None:
+            prompt_caches["verbmem_forget"] = [kept[s[0]] if s is not None else None for s in self.prompt_sources]
         return privacy.mia_aucs(scores["privleak_forget"], scores["privleak_holdout"])
 
-    def _attack_scores(self, model, name, accelerator) -> dict[str, np.ndarray]:
+    def _attack_scores(self, model, name, accelerator, cache_lengths=None) -> tuple[dict[str, np.ndarray], list]:
         """Per text, the LOSS, Min-K% and Min-K%++ scores over every token after the first (MUSE's `input_ids[1:]`:
-        the first, BOS, is not predicted), and ZLib."""
+        the first, BOS, is not predicted), and ZLib; and with `cache_lengths` (per text), each text's cache of that
+        many leading tokens (`scoring.token_statistics`' `prompt_caches`), else None."""
         ids, texts = self.privleak_sets[name]
+        kept = [None] * len(ids) if cache_lengths is not None else None
         pad_id, device = scoring.pad_id_of(self.processing_class), scoring.model_device(model, accelerator)
         indices = shard(len(ids), accelerator)
         order = length_sorted(indices, [len(i) for i in ids])
@@ -172,7 +201,10 @@ class MUSEEvaluator(Evaluator):
         for rows in batches(indices, order, self.settings.batch_size, self.progress, f"scoring {name}"):
             with self.timer("score"):
                 token_stats = scoring.token_statistics(model, [ids[i][:1] for i in rows], [ids[i][1:] for i in rows],
-                                                   pad_id, device)
+                                                       pad_id, device, cache_lengths=kept and [cache_lengths[i]
+                                                                                               for i in rows])
+            for i, cache in zip(rows, token_stats.pop("prompt_caches", []), strict=False):
+                kept[i] = cache
             logps, mask = token_stats["logps"], token_stats["mask"]
             columns.append(torch.stack([
                 privacy.loss_score(logps, mask), privacy.min_k_score(logps, mask, self.settings.min_k_fraction),
@@ -181,7 +213,7 @@ class MUSEEvaluator(Evaluator):
         table = gather_rows(torch.cat(columns).double(), order, accelerator, len(ids))
         scores = {"loss": table[:, 0], "min_k": table[:, 1], "min_k_plus_plus": table[:, 2]}
         scores["zlib"] = privacy.zlib_score(scores["loss"], texts)
-        return scores
+        return scores, kept
 
     def check_metric(self, metric: str, has_reference_model: bool) -> None:
         super().check_metric(metric, has_reference_model)
@@ -208,6 +240,22 @@ def decode_continuations(tokenizer, generated_ids: Sequence[Sequence[int]], limi
     " lives" may become "li" + "v" + "es"), so a text cut after re-encoding can lose its last words."""
     return [tokenizer.decode(ids[:limit], skip_special_tokens=True).strip()
             for ids, limit in zip(generated_ids, limits, strict=True)]
+
+
+def prompt_sources(prompts: Sequence[list[int]], texts: Sequence[list[int]], minimum: int = MIN_SHARED_PREFIX
+                   ) -> list[tuple[int, int] | None]:
+    """Per prompt, `(text, n)`: a text (its index) whose first `n` tokens begin the prompt, `n` as many as they share
+    but at most all the prompt's tokens but its last (which generation must run), and at least `minimum`; None where
+    no text begins the prompt."""
+    first = {}
+    for j, text in enumerate(texts):
+        first.setdefault(tuple(text[:minimum]), j)
+    sources = []
+    for prompt in prompts:
+        j = first.get(tuple(prompt[:minimum])) if len(prompt) > minimum else None
+        n = min(common_prefix_length(prompt, texts[j]), len(prompt) - 1) if j is not None else 0
+        sources.append((j, n) if n >= minimum else None)
+    return sources
 
 
 def privleak_fingerprint(privleak_sets: dict) -> str:

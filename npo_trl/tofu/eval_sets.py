@@ -13,7 +13,7 @@ import torch
 
 from ..eval import privacy, scoring
 from ..eval.generation import generate_answers
-from ..eval.runner import PassTimer, batches, gather_rows, length_sorted, shard
+from ..eval.runner import PassTimer, batches, gather_rows, length_sorted, one_process, shard
 from ..prompts import generation_prompt_ids, tokenize_qa
 from .metrics import EVAL_SETS, PARAPHRASED_SETS, rouge_l_recall, truth_ratios
 from .settings import TOFUEvalSettings
@@ -151,7 +151,7 @@ def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, settings: TOF
     `eval_set`'s. `timer` sums the seconds of the "score", "kl" and "generate" passes and counts "generated_tokens".
 
     With `accelerator`, each process scores its shard of the rows and the scores are gathered; the model must
-    already be unwrapped and in eval mode (see `npo_trl.eval.runner.evaluation_model`). Without it, the question
+    already be unwrapped and in eval mode (see `npo_trl.eval.runner.evaluation_model`). On one process, the question
     caches of the scoring pass (`scoring.candidate_logps`' `prompt_caches`), up to `prompt_cache_tokens` positions
     of them, are kept in `greedy_prompt_caches` (per row, or None), for `greedy_rouge` to start generating from.
     """
@@ -166,7 +166,7 @@ def score_eval_set(model, processing_class, eval_set: TOFUEvalSet, settings: TOF
 
     logps, kl, members, greedy = [], [], [], []
     kept_caches = [None] * len(eval_set)  # the rows' question caches generation may start from (one process only)
-    keep_caches = prompt_cache_tokens > 0 and accelerator is None
+    keep_caches = prompt_cache_tokens > 0 and one_process(accelerator)
     for rows in batches(indices, order, batch_size, progress, f"scoring {eval_set.name}"):
         pairs = [pair for i in rows for pair in eval_set.candidates[i]]  # every candidate of the batch, stacked
         with timer("score"):

@@ -7,6 +7,7 @@ import torch
 from ..eval import privacy
 from ..eval.evaluator import Evaluator
 from ..eval.generation import GENERATION_CACHE_TOKENS
+from ..eval.runner import one_process
 from .eval_sets import HOLDOUT, SET_NAMES, TOFUEvalSet, greedy_rouge, score_eval_set
 from .metrics import METRICS, UTILITY_METRICS, UTILITY_SETS, forget_quality, model_utility, set_metrics
 from .reference import load_reference_stats, reference_privacy, reference_truth_ratios
@@ -81,7 +82,7 @@ class TOFUEvaluator(Evaluator):
         mode, from which `evaluate` aggregates."""
         membership = HOLDOUT in self.sets  # the forget pass also scores the privacy attacks; holdout: one pass more
         # the scoring pass's question caches, up to what one generation batch holds, spare generation running them
-        budget, scores = (GENERATION_CACHE_TOKENS if generate and accelerator is None else 0), {}
+        budget, scores = (GENERATION_CACHE_TOKENS if generate and one_process(accelerator) else 0), {}
         for name, eval_set in self.sets.items():
             scores[name] = score_eval_set(model, self.processing_class, eval_set, self.settings,
                                           ref_model=ref_model if name == "forget" else None, generate=False,
