@@ -1,4 +1,5 @@
-"""examples/synthetic.py: a reduced run of the NPO paper's Section 4 must show the paper's qualitative findings."""
+"""examples/synthetic.py and npo_trl.synthetic_check: a reduced run of the NPO paper's Section 4 must show the
+paper's qualitative findings."""
 
 import importlib.util
 import json
@@ -8,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from npo_trl import losses, synthetic_check
 
 _spec = importlib.util.spec_from_file_location("synthetic", Path(__file__).parents[1] / "examples" / "synthetic.py")
 synthetic = importlib.util.module_from_spec(_spec)
@@ -44,7 +47,7 @@ def test_outputs_are_written(reduced):
     saved = json.loads((Path(args.output_dir) / "results.json").read_text())
     assert set(saved["alpha"]) == set(ALPHAS)
     for alpha in ALPHAS:
-        for method in synthetic.METHODS:
+        for method in synthetic_check.METHODS:
             final, saved_final = results["alpha"][alpha]["final"][method], saved["alpha"][alpha]["final"][method]
             assert saved_final["retain"][0] == pytest.approx(final["retain"][0], rel=1e-4)
         assert len(saved["alpha"][alpha]["curves"]["step"]) == args.steps // args.eval_every + 1
@@ -105,9 +108,9 @@ def test_batched_configs_train_exactly_as_alone(one_thread):
     task = tiny_task()
     configs = [("GA", 1e-2, 0.0), ("NPO", 1e-2, 0.5), ("NPO", 3e-2, 0.5), ("NPO", 1e-2, 2.0), ("GA+RT", 1e-2, 0.0),
                ("NPO+RT", 2e-2, 1.0), ("IDK+RT", 1e-2, 0.0), ("DPO+RT", 1e-2, 1.0)]
-    together = synthetic.unlearn(task, configs, steps=30, eval_every=10)
+    together = synthetic_check.unlearn(task, configs, steps=30, eval_every=10)
     for i, config in enumerate(configs):
-        alone = synthetic.unlearn(task, [config], steps=30, eval_every=10)
+        alone = synthetic_check.unlearn(task, [config], steps=30, eval_every=10)
         np.testing.assert_allclose(alone["forget"][..., 0], together["forget"][..., i], rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(alone["retain"][..., 0], together["retain"][..., i], rtol=1e-4, atol=1e-6)
     assert not np.allclose(together["forget"][-1, :, 1], together["forget"][-1, :, 2])  # the configs do differ
@@ -117,17 +120,17 @@ def test_every_objective_goes_through_npo_trl_losses(monkeypatch, one_thread):
     task = tiny_task()
     calls = {}
     for name in ("ga_loss", "npo_loss", "nll_loss", "dpo_loss"):
-        original = getattr(synthetic.losses, name)
+        original = getattr(losses, name)
 
         def spy(*a, _name=name, _original=original, **k):
             calls[_name] = calls.get(_name, 0) + 1
             return _original(*a, **k)
 
-        monkeypatch.setattr(synthetic.losses, name, spy)
+        monkeypatch.setattr(losses, name, spy)
     for method, expected in [("GA", {"ga_loss"}), ("NPO", {"npo_loss"}), ("GA+RT", {"ga_loss", "nll_loss"}),
                              ("IDK+RT", {"nll_loss"}), ("DPO+RT", {"dpo_loss", "nll_loss"})]:
         calls.clear()
-        synthetic.unlearn(task, [(method, 1e-2, 1.0)], steps=2, eval_every=10)
+        synthetic_check.unlearn(task, [(method, 1e-2, 1.0)], steps=2, eval_every=10)
         assert set(calls) == expected, method
 
 
@@ -136,7 +139,7 @@ def test_grid_search_rule():
                ("NPO+RT", 1e-3, 1.0), ("NPO+RT", 1e-2, 1.0), ("NPO+RT", 1e-2, 3.0)]
     forget = np.array([[1.0] * 8, [0.5, 0.3, 0.9, 1.5, 2.0, 0.4, 0.2, 0.1]])
     retain = np.array([[0.1] * 8, [0.1, 0.3, 0.9, 0.1, np.nan, 0.1, 0.1, 0.05]])
-    picks = synthetic.select(forget, retain, configs)
+    picks = synthetic_check.select(forget, retain, configs)
     assert picks["GA"] == 1  # the largest lr whose final forget + retain (0.6) is still ≤ the start's (1.1)
     assert picks["GA+RT"] == 3  # none stable (1.6 and nan): the smallest lr
     assert picks["NPO+RT"] == 7  # argmin of the final forget + retain
