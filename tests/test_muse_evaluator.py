@@ -133,10 +133,11 @@ def test_verbmem_generates_from_the_privleak_passs_caches(muse):
 
 
 def test_prompt_sources_take_the_tokens_a_text_begins_a_prompt_with():
-    texts = [[1, 2, 3, 4, 5, 6], [1, 9, 9, 9]]
-    prompts = [[1, 2, 3, 4], [1, 2, 3, 7, 8], [1, 2, 8], [5, 5, 5, 5], [1, 9], [1, 9, 9, 9, 9]]
-    # at most all but the prompt's last token, at least `minimum`; a prompt no text begins has none
-    assert prompt_sources(prompts, texts, minimum=2) == [(0, 3), (0, 3), (0, 2), None, None, (1, 4)]
+    texts = [[1, 2, 3, 4, 5, 6], [1, 9, 9, 9], [1, 2, 8, 8, 8]]
+    prompts = [[1, 2, 3, 4], [1, 2, 3, 7, 8], [1, 2, 8], [5, 5, 5, 5], [1, 9], [1, 9, 9, 9, 9], [1, 2, 8, 8, 8, 7]]
+    # the text sharing the most, for at most all but the prompt's last token and at least `minimum`; a prompt no text
+    # begins has none
+    assert prompt_sources(prompts, texts, minimum=2) == [(0, 3), (0, 3), (2, 2), None, None, (1, 4), (2, 5)]
 
 
 def test_verbmem_scores_the_whole_decode_of_the_generated_ids(tokenizer):

@@ -244,16 +244,17 @@ def decode_continuations(tokenizer, generated_ids: Sequence[Sequence[int]], limi
 
 def prompt_sources(prompts: Sequence[list[int]], texts: Sequence[list[int]], minimum: int = MIN_SHARED_PREFIX
                    ) -> list[tuple[int, int] | None]:
-    """Per prompt, `(text, n)`: a text (its index) whose first `n` tokens begin the prompt, `n` as many as they share
-    but at most all the prompt's tokens but its last (which generation must run), and at least `minimum`; None where
-    no text begins the prompt."""
-    first = {}
+    """Per prompt, `(text, n)`: the text (its index) whose first `n` tokens begin the prompt, `n` as many as they
+    share (the text that shares the most) but at most all the prompt's tokens but its last (which generation must
+    run), and at least `minimum`; None where no text begins the prompt."""
+    by_start = {}
     for j, text in enumerate(texts):
-        first.setdefault(tuple(text[:minimum]), j)
+        by_start.setdefault(tuple(text[:minimum]), []).append(j)
     sources = []
     for prompt in prompts:
-        j = first.get(tuple(prompt[:minimum])) if len(prompt) > minimum else None
-        n = min(common_prefix_length(prompt, texts[j]), len(prompt) - 1) if j is not None else 0
+        shared = {j: common_prefix_length(prompt, texts[j]) for j in by_start.get(tuple(prompt[:minimum]), [])}
+        j = max(shared, key=shared.get) if shared and len(prompt) > minimum else None
+        n = min(shared[j], len(prompt) - 1) if j is not None else 0
         sources.append((j, n) if n >= minimum else None)
     return sources
 
