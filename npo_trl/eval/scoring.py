@@ -17,12 +17,17 @@ from trl.data_utils import common_prefix_length
 from .. import losses
 from ..data import DataCollatorForUnlearning
 from ..prompts import tokenizer_of
+from .logit_stats import (
+    LOGSUMEXP_ROWS,
+    at_least_fp32,
+    completion_logps,
+    completion_token_statistics,
+    greedy_agreement,
+    normaliser,
+)
 from .prefix_tree import PrefixTree, tree_batch
 from .runner import length_groups
 
-# Rows of a (rows, vocabulary) tensor normalised at a time: 128 × a 50k vocabulary in float32 is 25 MB, which the
-# allocator reuses (larger blocks are mapped afresh, page by page, on every allocation).
-LOGSUMEXP_ROWS = 128
 # Padding allowed when trees of different sizes share a pass (`length_groups`' slack): a padded node costs as much as
 # a tree's, a pass more a little fixed cost.
 TREE_SLACK = 0.02
@@ -109,63 +114,6 @@ def _row_caches(cache, tokens: Sequence[list[int]], lengths: Sequence[int], atte
             if n > 0 and bool(attention_mask[r, :n].all()) else None for r, n in enumerate(lengths)]
 
 
-def _at_least_fp32(logits: torch.Tensor) -> torch.Tensor:
-    """Logits in float32, or float64 when the model computes in it (log-softmax of bf16/fp16 logits loses digits)."""
-    return logits.to(torch.promote_types(logits.dtype, torch.float32))
-
-
-def _normaliser(logits: torch.Tensor) -> torch.Tensor:
-    """log Σ_v exp(logit_v) of each row, in at least float32: a fused log-softmax's first entry subtracted from its
-    logit (one pass fewer than `torch.logsumexp`)."""
-    logits = _at_least_fp32(logits)
-    return logits[:, 0] - logits.log_softmax(-1)[:, 0]
-
-
-def _completion_targets(input_ids, completion_mask) -> tuple[torch.Tensor, torch.Tensor]:
-    """The completion tokens of a batch in row order, and the row each belongs to."""
-    mask = completion_mask[:, 1:].bool()
-    rows = torch.arange(len(input_ids), device=input_ids.device)[:, None].expand_as(mask)[mask]
-    return input_ids[:, 1:][mask], rows
-
-
-def _completion_logps(logits, input_ids, completion_mask) -> torch.Tensor:
-    """Mean log π(token | prefix) over the completion tokens of each row, from `_completion_logits`' logits."""
-    targets, rows = _completion_targets(input_ids, completion_mask)
-    # −cross-entropy = log-softmax at the target: one fused pass over the vocabulary (logsumexp takes four)
-    token_logps = -torch.nn.functional.cross_entropy(_at_least_fp32(logits), targets, reduction="none")
-    sums = torch.zeros(len(input_ids), dtype=token_logps.dtype, device=input_ids.device).index_add_(0, rows,
-                                                                                                  token_logps)
-    return sums / completion_mask[:, 1:].sum(1)
-
-
-def _completion_token_statistics(logits, input_ids, completion_mask, rows=None) -> dict[str, torch.Tensor]:
-    """Per completion token of each row (of the batch, or of `rows`, a slice of its rows), from
-    `_completion_logits`' logits of the whole batch: `logps` = log π(token | prefix), the mean `expected_logps` =
-    E_{v∼π}[log π(v | prefix)] and variance `logp_variance` of the log-probabilities over the vocabulary at that
-    position (what Min-K%++ standardises with), and `is_argmax` (the token is the most likely one); each
-    (rows, longest completion), left-aligned and zero past a row's end, with `mask` 1 on a row's completion tokens."""
-    targets, token_rows = _completion_targets(input_ids, completion_mask)
-    if rows is not None:
-        kept = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
-        kept[rows] = True
-        logits, targets = logits[kept[token_rows]], targets[kept[token_rows]]
-        completion_mask = completion_mask[rows]
-    logprobs = _at_least_fp32(logits).log_softmax(-1)  # (completion tokens, vocab)
-    probs = logprobs.exp()
-    weighted = probs.mul_(logprobs)  # p·log p in place of p: one (tokens, vocab) temporary fewer at a large vocabulary
-    expected = weighted.sum(-1)
-    flat = {"logps": logprobs.gather(-1, targets[:, None]).squeeze(-1), "expected_logps": expected,
-            "logp_variance": weighted.mul_(logprobs).sum(-1) - expected.square(),
-            "is_argmax": logprobs.argmax(-1) == targets}
-    lengths = completion_mask[:, 1:].sum(1)
-    aligned = torch.arange(int(lengths.max()), device=lengths.device)[None] < lengths[:, None]
-    out = {"mask": aligned.long()}
-    for name, values in flat.items():  # completion tokens are contiguous in a row, so the order is kept
-        out[name] = torch.zeros(aligned.shape, dtype=values.dtype, device=values.device)
-        out[name][aligned] = values
-    return out
-
-
 @torch.no_grad()
 def sequence_logps(model, prompts: Sequence[list[int]], completions: Sequence[list[int]], pad_token_id: int,
                    device=None, mask_pad_tokens: bool = False, statistics_rows: slice | None = None):
@@ -176,10 +124,10 @@ def sequence_logps(model, prompts: Sequence[list[int]], completions: Sequence[li
     batch = _collate(prompts, completions, pad_token_id, device or model_device(model), mask_pad_tokens)
     logits = _completion_logits(model, batch["input_ids"], batch["completion_mask"],
                                 attention_mask=batch["attention_mask"], use_cache=False)
-    logps = _completion_logps(logits, batch["input_ids"], batch["completion_mask"])
+    logps = completion_logps(logits, batch["input_ids"], batch["completion_mask"])
     if statistics_rows is None:
         return logps
-    return logps, _completion_token_statistics(logits, batch["input_ids"], batch["completion_mask"], statistics_rows)
+    return logps, completion_token_statistics(logits, batch["input_ids"], batch["completion_mask"], statistics_rows)
 
 
 @torch.no_grad()
@@ -197,7 +145,7 @@ def token_statistics(model, prompts: Sequence[list[int]], completions: Sequence[
     out = _completion_logits(model, batch["input_ids"], batch["completion_mask"],
                              attention_mask=batch["attention_mask"], use_cache=keep)
     logits, cache = out if keep else (out, None)
-    table = _completion_token_statistics(logits, batch["input_ids"], batch["completion_mask"])
+    table = completion_token_statistics(logits, batch["input_ids"], batch["completion_mask"])
     if keep:
         table["prompt_caches"] = _row_caches(cache, [p + c for p, c in zip(prompts, completions, strict=True)],
                                              cache_lengths, batch["attention_mask"])
@@ -301,8 +249,8 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
         logits = logits[0] if selected else logits[predicting]
         # log π(v | node) = logit − logsumexp, in slices that keep the temporaries small (a fresh (nodes, vocab)
         # tensor costs page faults as well as its arithmetic)
-        normalisers = torch.cat([_normaliser(part) for part in logits.split(LOGSUMEXP_ROWS)])
-        token_logps.append(_at_least_fp32(logits[place, torch.tensor(targets, device=device)]) - normalisers[place])
+        normalisers = torch.cat([normaliser(part) for part in logits.split(LOGSUMEXP_ROWS)])
+        token_logps.append(at_least_fp32(logits[place, torch.tensor(targets, device=device)]) - normalisers[place])
         owner = torch.tensor(owner, device=device)
         owners.append(owner)
         if first_candidate_statistics or first_candidate_greedy:  # the answers' logits, for their statistics
@@ -316,7 +264,7 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
         return logps
     answers = _collate([[0]] * len(groups), [completions[r * k] for r in range(len(groups))], pad_token_id, device)
     answer_logits = torch.cat(firsts) if first_candidate_statistics or first_candidate_greedy else None
-    table = _completion_token_statistics(answer_logits, answers["input_ids"], answers["completion_mask"]) \
+    table = completion_token_statistics(answer_logits, answers["input_ids"], answers["completion_mask"]) \
         if first_candidate_statistics else {}
     if first_candidate_greedy:
         agreement, following = greedy_agreement(answer_logits, answers["input_ids"], answers["completion_mask"],
@@ -327,30 +275,13 @@ def candidate_logps(model, prompts: Sequence[list[int]], completions: Sequence[l
     return logps, table
 
 
-def greedy_agreement(logits, input_ids, completion_mask, rows) -> tuple[torch.Tensor, torch.Tensor]:
-    """For the completions of `rows` (indices of the batch), from `_completion_logits`' logits of the whole batch:
-    how many leading completion tokens are the model's greedy choices (each the argmax given the tokens before it),
-    and its greedy choice after those (-1 when the whole completion is greedy's). Greedy decoding from the prompt
-    gives exactly those tokens, then that choice: `npo_trl.eval.generation` takes them as its draft."""
-    targets, token_rows = _completion_targets(input_ids, completion_mask)
-    kept = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
-    kept[rows] = True
-    lengths = completion_mask[rows, 1:].sum(1)
-    aligned = torch.arange(int(lengths.max()), device=lengths.device)[None] < lengths[:, None]
-    choices, wanted = (torch.full(aligned.shape, -1, dtype=torch.long, device=lengths.device) for _ in range(2))
-    choices[aligned], wanted[aligned] = logits[kept[token_rows]].argmax(-1), targets[kept[token_rows]]
-    agreement = ((choices == wanted) & aligned).long().cumprod(1).sum(1)
-    following = choices.gather(1, agreement.clamp(max=aligned.size(1) - 1)[:, None]).squeeze(1)
-    return agreement, following.masked_fill(agreement == lengths, -1)
-
-
 @torch.no_grad()
 def reference_kl(model, ref_model, prompts: Sequence[list[int]], completions: Sequence[list[int]],
                  pad_token_id: int, device=None, mask_pad_tokens: bool = False) -> torch.Tensor:
     """Per row, KL(π_ref ‖ π_θ) between next-token distributions, averaged over the completion tokens (the direction
     of `npo_trl.losses.kl_loss` and of the NPO authors' code)."""
     batch = _collate(prompts, completions, pad_token_id, device or model_device(model), mask_pad_tokens)
-    logprobs, ref_logprobs = (_at_least_fp32(_completion_logits(m, batch["input_ids"], batch["completion_mask"],
+    logprobs, ref_logprobs = (at_least_fp32(_completion_logits(m, batch["input_ids"], batch["completion_mask"],
                                                                 attention_mask=batch["attention_mask"],
                                                                 use_cache=False)).log_softmax(-1)
                               for m in (model, ref_model))
