@@ -179,14 +179,11 @@ class MUSEEvaluator(Evaluator):
             for text, n in filter(None, self.prompt_sources):
                 if not lengths[text] and n <= budget:
                     lengths[text], budget = n, budget - n
-        scores, kept = {}, None
-        for name in PRIVLEAK_SETS:
-            scores[name], caches = self._attack_scores(model, name, accelerator,
-                                                       lengths if name == PRIVLEAK_SETS[0] else None)
-            kept = caches if name == PRIVLEAK_SETS[0] else kept
+        (forget, kept), (holdout, _) = (self._attack_scores(model, name, accelerator, lengths if name ==
+                                                            PRIVLEAK_SETS[0] else None) for name in PRIVLEAK_SETS)
         if kept is not None:
             prompt_caches["verbmem_forget"] = [kept[s[0]] if s is not None else None for s in self.prompt_sources]
-        return privacy.mia_aucs(scores["privleak_forget"], scores["privleak_holdout"])
+        return privacy.mia_aucs(forget, holdout)
 
     def _attack_scores(self, model, name, accelerator, cache_lengths=None) -> tuple[dict[str, np.ndarray], list]:
         """Per text, the LOSS, Min-K% and Min-K%++ scores over every token after the first (MUSE's `input_ids[1:]`:
