@@ -68,7 +68,10 @@ def method_loss(method: str, lp: dict, beta: float) -> torch.Tensor:
     row, ones = METHODS_BY_NAME[forget_loss], torch.ones_like(lp["forget"])
     forget = ForgetInputs(logps=lp["forget"], lengths=ones, ref_logps=lp["forget_ref"], replacement_logps=lp["idk"],
                           replacement_lengths=ones, replacement_ref_logps=lp["idk_ref"])
-    loss = row.loss(forget, **{name: beta for name in row.hyperparameters})
+    if set(row.hyperparameters) - {"beta"}:
+        raise ValueError(f"method {method!r} reads {list(row.hyperparameters)}; this experiment sets β only: use one "
+                         f"of {list(METHODS)}.")
+    loss = row.loss(forget, **({"beta": beta} if row.hyperparameters else {}))
     if retain_loss == "nll":
         loss = loss + losses.nll_loss(lp["retain"], torch.ones_like(lp["retain"]))
     return loss

@@ -163,3 +163,9 @@ def test_run_restores_thread_count(tmp_path):
     assert torch.get_num_threads() == before
     assert results["alpha"]["1.0"]["curves"]["step"] == [0, 2, 4]
     assert (tmp_path / "results.json").exists() and not (tmp_path / "figure4.png").exists()
+
+
+def test_a_method_with_other_hyperparameters_is_refused():
+    lp = {key: torch.zeros(1, 1, 2) for key in ("forget", "forget_ref", "idk", "idk_ref", "retain")}
+    with pytest.raises(ValueError, match=r"'SimNPO' reads \['beta', 'gamma'\]; this experiment sets β only"):
+        synthetic_check.method_loss("SimNPO", lp, 1.0)
