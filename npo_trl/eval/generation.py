@@ -203,8 +203,8 @@ def greedy_decode(model, prompts: Sequence[list[int]], max_new_tokens: int | Seq
             rows = [rows[i] for i in kept]
         room = DRAFT_PASS_TOKENS // len(rows) - 1  # draft tokens a row may have in this pass (none: no lookup)
         proposals = [propose_draft(prompts[r] + generated[r], generated[r], hints[r] if hints else None,
-                                   min(lengths[r], limits[r] - len(generated[r]) - 1, room)) if r in active else []
-                     for r in rows]
+                                   min(lengths[r], limits[r] - len(generated[r]) - 1, room))
+                     if r in active and room > 0 else [] for r in rows]
         width = draft_width([len(p) for p in proposals])
         proposals = [p[:width] for p in proposals]
         step_ids = torch.tensor([[generated[r][-1]] + p + [pad_id] * (width - len(p)) for r, p in
