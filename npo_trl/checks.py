@@ -5,10 +5,25 @@ import warnings
 
 import torch
 from datasets import Dataset
-from transformers import PreTrainedModel
+from transformers import AutoProcessor, PreTrainedModel
+from trl.trainer.utils import get_config_model_id
 
 from .config import NPOConfig
 from .data import unstack
+
+
+def checked_processing_class(model, processing_class=None):
+    """`processing_class`, or the one loaded from `model` (its name or path); a tokenizer without a pad token gets
+    its EOS token as one (what the trainer pads with), and one with neither is refused."""
+    if processing_class is None:
+        processing_class = AutoProcessor.from_pretrained(model if isinstance(model, str) else
+                                                         get_config_model_id(model.config))
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError("processing_class has neither a pad_token nor an eos_token: set tokenizer.pad_token.")
+        tokenizer.pad_token = tokenizer.eos_token
+    return processing_class
 
 
 def checked_inputs(model, ref_model, args, train_dataset, retain_dataset, compute_metrics, peft_config):

@@ -58,6 +58,20 @@ def train_only(model, patterns: list[str]) -> list[str]:
     return trainable
 
 
+def choose_layers(model, forget_loss: str, requested_layer: int | None, patterns: list[str] | None) -> int | None:
+    """RMU's layer ℓ (`rmu_layer`, checked against `model`; None for another `forget_loss`), after freezing every
+    parameter but those `patterns` match (`NPOConfig.trainable_parameters`; for RMU by default
+    `rmu_trainable_parameters`; None and not RMU: nothing frozen). `NPOTrainer` calls it before the optimizer and
+    DeepSpeed take the parameters that require gradients."""
+    layers_name, layers = decoder_layers(model) if forget_loss == "rmu" else (None, None)
+    layer = None if layers is None else rmu_layer(requested_layer, len(layers))
+    if patterns is None and forget_loss == "rmu":
+        patterns = rmu_trainable_parameters(layers_name, layer)
+    if patterns is not None:
+        train_only(model, patterns)
+    return layer
+
+
 @contextlib.contextmanager
 def captured_output(module: torch.nn.Module):
     """Within this context, the output of each forward call of `module` (its hidden states: a decoder layer's first

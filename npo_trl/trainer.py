@@ -4,15 +4,15 @@ import warnings
 
 import torch
 from datasets import Dataset, IterableDataset
-from transformers import AutoProcessor, PreTrainedModel
+from transformers import PreTrainedModel
 from trl import DPOTrainer
 from trl.trainer.utils import get_config_model_id
 
 from . import losses
-from .checks import check_finite, checked_inputs, finite_rows
+from .checks import check_finite, checked_inputs, checked_processing_class, finite_rows
 from .config import NPOConfig
 from .data import DataCollatorForUnlearning, RetainStream, to_unlearning_rows, unstack
-from .layers import captured_output, decoder_layers, rmu_layer, rmu_trainable_parameters, train_only
+from .layers import captured_output, choose_layers, decoder_layers
 from .method_state import MethodStateCallback
 from .methods import DISTRIBUTIONS, HIDDEN, TOKENS, ForgetInputs, Method
 from .models import reference_context, upcast_quantized_adapters
@@ -102,14 +102,8 @@ class NPOTrainer(DPOTrainer):
             args = NPOConfig(f"{model_name.split('/')[-1]}-NPO")
         ref_model, retain_dataset = checked_inputs(model, ref_model, args, train_dataset, retain_dataset,
                                                    compute_metrics, peft_config)
-        if processing_class is None:
-            processing_class = AutoProcessor.from_pretrained(model if isinstance(model, str) else
-                                                             get_config_model_id(model.config))
+        processing_class = checked_processing_class(model, processing_class)
         tokenizer = getattr(processing_class, "tokenizer", processing_class)
-        if tokenizer.pad_token is None:
-            if tokenizer.eos_token is None:
-                raise ValueError("processing_class has neither a pad_token nor an eos_token: set tokenizer.pad_token.")
-            tokenizer.pad_token = tokenizer.eos_token
         if data_collator is None:
             data_collator = DataCollatorForUnlearning(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length,
                                                       truncation_mode=args.truncation_mode,
@@ -128,7 +122,8 @@ class NPOTrainer(DPOTrainer):
             args.precompute_ref_log_probs = precompute
         self.precompute_ref_logps = precompute
         upcast_quantized_adapters(self.model, args)  # a float32 QLoRA run steps float32 adapters
-        self._choose_layers(args)
+        # RMU's layer ℓ; every parameter but `trainable_parameters` frozen before the optimizer takes them
+        self._hidden_layer = choose_layers(self.model, args.forget_loss, args.rmu_layer, args.trainable_parameters)
 
         self.retain_dataset = None
         if retain_dataset is not None:
@@ -143,18 +138,6 @@ class NPOTrainer(DPOTrainer):
         for callback in self.callback_handler.callbacks:  # e.g. TOFUCallback, which logs through its trainer
             if callable(getattr(callback, "bind", None)) and getattr(callback, "trainer", None) is None:
                 callback.bind(self)
-
-    def _choose_layers(self, args):
-        """RMU's layer ℓ (`rmu_layer`, checked against the model), and the trainable parameters
-        (`trainable_parameters`, or RMU's default): the others are frozen here, before the optimizer and DeepSpeed
-        take the parameters that require gradients."""
-        layers_name, layers = decoder_layers(self.model) if args.forget_loss == "rmu" else (None, None)
-        self._hidden_layer = None if layers is None else rmu_layer(args.rmu_layer, len(layers))
-        patterns = args.trainable_parameters
-        if patterns is None and args.forget_loss == "rmu":
-            patterns = rmu_trainable_parameters(layers_name, self._hidden_layer)
-        if patterns is not None:
-            train_only(self.model, patterns)
 
     # ---------------------------------------------------------------- data
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):

@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from helpers import tiny_llama
-from npo_trl.layers import captured_output, decoder_layers, rmu_layer, rmu_trainable_parameters, train_only
+from npo_trl.layers import (
+    captured_output,
+    choose_layers,
+    decoder_layers,
+    rmu_layer,
+    rmu_trainable_parameters,
+    train_only,
+)
 
 
 def test_decoder_layers_and_the_papers_default_layer():
@@ -46,3 +53,20 @@ def test_train_only_freezes_the_others_and_refuses_a_pattern_matching_nothing():
     assert rmu_trainable_parameters("model.layers", 0) == [r"^model\.layers\.0\.mlp\.down_proj\."]
     with pytest.raises(ValueError, match=r"trainable_parameters: \['mlp\\\\.c_proj'\] match no parameter"):
         train_only(tiny_llama(50), [r"mlp\.down_proj", r"mlp\.c_proj"])
+
+
+def test_choose_layers_picks_rmus_layer_and_freezes_all_but_the_trainable_parameters():
+    def trainable(model):
+        return [name for name, param in model.named_parameters() if param.requires_grad]
+
+    model = tiny_llama(50, layers=3)
+    assert choose_layers(model, "rmu", None, None) == 1  # round(7/32 · 3); RMU trains layers ℓ-2..ℓ's down_proj
+    assert trainable(model) == [f"model.layers.{i}.mlp.down_proj.weight" for i in (0, 1)]
+    model = tiny_llama(50, layers=3)
+    assert choose_layers(model, "rmu", 2, [r"^model\.layers\.0\.self_attn\.q_proj\."]) == 2
+    assert trainable(model) == ["model.layers.0.self_attn.q_proj.weight"]
+    model = tiny_llama(50, layers=3)
+    everything = trainable(model)
+    assert choose_layers(model, "npo", None, None) is None and trainable(model) == everything  # nothing frozen
+    assert choose_layers(model, "npo", None, [r"^model\.layers\.2\."]) is None
+    assert trainable(model) == [name for name in everything if name.startswith("model.layers.2.")]
