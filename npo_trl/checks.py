@@ -10,6 +10,7 @@ from trl.trainer.utils import get_config_model_id
 
 from .config import NPOConfig
 from .data import unstack
+from .prompts import tokenizer_of
 
 
 def checked_processing_class(model, processing_class=None):
@@ -18,7 +19,7 @@ def checked_processing_class(model, processing_class=None):
     if processing_class is None:
         processing_class = AutoProcessor.from_pretrained(model if isinstance(model, str) else
                                                          get_config_model_id(model.config))
-    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    tokenizer = tokenizer_of(processing_class)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError("processing_class has neither a pad_token nor an eos_token: set tokenizer.pad_token.")

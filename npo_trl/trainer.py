@@ -16,6 +16,7 @@ from .layers import captured_output, choose_layers, decoder_layers
 from .method_state import MethodStateCallback
 from .methods import DISTRIBUTIONS, HIDDEN, TOKENS, ForgetInputs, Method
 from .models import reference_context, upcast_quantized_adapters
+from .prompts import tokenizer_of
 
 
 class NPOTrainer(DPOTrainer):
@@ -103,7 +104,7 @@ class NPOTrainer(DPOTrainer):
         ref_model, retain_dataset = checked_inputs(model, ref_model, args, train_dataset, retain_dataset,
                                                    compute_metrics, peft_config)
         processing_class = checked_processing_class(model, processing_class)
-        tokenizer = getattr(processing_class, "tokenizer", processing_class)
+        tokenizer = tokenizer_of(processing_class)
         if data_collator is None:
             data_collator = DataCollatorForUnlearning(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length,
                                                       truncation_mode=args.truncation_mode,
