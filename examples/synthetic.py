@@ -35,10 +35,9 @@ from npo_trl.synthetic_check import (
     USES_BETA,
     frontier,
     label_logps,
-    least_squares,
+    line_fit,
     logits_of,
     plot,
-    r_squared,
     select,
     train,
     unlearn,
@@ -144,15 +143,15 @@ def theorem2(args: ScriptArguments) -> dict:
     window = t >= T / 10
     out = {"t": t.tolist(), "fit_from_step": T / 10}
     for j, method in enumerate(("GA", "NPO")):
-        r2_linear, linear = r_squared(drift[window, j], t[window])
-        r2_log, logarithmic = r_squared(drift[window, j], np.log1p(t[window]))
+        r2_linear, linear, _, _ = line_fit(drift[window, j], t[window])
+        r2_log, logarithmic, _, _ = line_fit(drift[window, j], np.log1p(t[window]))
         out[method] = {"drift": drift[:, j].tolist(), "final_drift": float(drift[-1, j]), "r2_linear": r2_linear,
                        "r2_log": r2_log, "fit_linear": linear.tolist(), "fit_log": logarithmic.tolist(),
-                       "r2_linear_all_t": r_squared(drift[:, j], t)[0],
-                       "r2_log_all_t": r_squared(drift[:, j], np.log1p(t))[0],
+                       "r2_linear_all_t": line_fit(drift[:, j], t)[0],
+                       "r2_log_all_t": line_fit(drift[:, j], np.log1p(t))[0],
                        "final_over_midway": float(drift[-1, j] / drift[len(t) // 2, j])}
     # The exponential gap: by NPO's log fit, log10 of the steps it needs to drift as far as GA does in T steps.
-    a, b = least_squares(drift[window, 1], np.log1p(t[window]))
+    _, _, a, b = line_fit(drift[window, 1], np.log1p(t[window]))
     out["log10_npo_steps_to_ga_final_drift"] = float((drift[-1, 0] - a) / b / math.log(10))
     return out
 

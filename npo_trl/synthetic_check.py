@@ -10,6 +10,7 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import linregress
 
 from . import losses
 from .methods import METHODS as METHODS_BY_NAME
@@ -144,16 +145,10 @@ def frontier(forget: np.ndarray, retain: np.ndarray, levels: np.ndarray) -> np.n
     return np.array([retain[forget <= level].min() if (forget <= level).any() else np.inf for level in levels])
 
 
-def least_squares(y: np.ndarray, feature: np.ndarray) -> np.ndarray:
-    """(a, b) of the least-squares fit y ≈ a + b·feature."""
-    return np.linalg.lstsq(np.stack([np.ones_like(feature), feature], 1), y, rcond=None)[0]
-
-
-def r_squared(y: np.ndarray, feature: np.ndarray) -> tuple[float, np.ndarray]:
-    """R² of the least-squares fit y ≈ a + b·feature, and the fitted values."""
-    a, b = least_squares(y, feature)
-    pred = a + b * feature
-    return float(1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum()), pred
+def line_fit(y: np.ndarray, feature: np.ndarray) -> tuple[float, np.ndarray, float, float]:
+    """The least-squares line y ≈ a + b·feature (`scipy.stats.linregress`): its R², fitted values, a and b."""
+    fit = linregress(feature, y)
+    return float(fit.rvalue ** 2), fit.intercept + fit.slope * feature, float(fit.intercept), float(fit.slope)
 
 
 def plot(results: dict, curves_by_alpha: dict, output_dir: str) -> None:

@@ -4,8 +4,9 @@ it for the values of one pass per candidate."""
 import torch
 
 from helpers import tiny_llama
+from npo_trl.eval.logit_stats import greedy_agreement
 from npo_trl.eval.prefix_tree import PrefixTree, tree_batch
-from npo_trl.eval.scoring import can_run_tree, candidate_logps, greedy_agreement, sequence_logps, token_statistics
+from npo_trl.eval.scoring import can_run_tree, candidate_logps, sequence_logps, token_statistics
 from npo_trl.prompts import tokenize_qa
 
 

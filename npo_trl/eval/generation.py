@@ -6,7 +6,7 @@ float rounding:
 
 - A row leaves the batch once it has produced EOS: the steps after that run only the rows still decoding.
 - A row may come with a *draft*, tokens greedy decoding is expected to give (TOFU: the answer tokens the scoring pass
-  already shows it reproduces, `scoring.greedy_agreement`). One forward pass over prompt + draft gives the model's
+  already shows it reproduces, `logit_stats.greedy_agreement`). One forward pass over prompt + draft gives the model's
   greedy choice at every draft position; the leading draft tokens that are those choices are what greedy decoding
   would produce first (each is the argmax given the tokens before it, which are the draft's), and the first choice
   that differs is the next token. Decoding goes on from there. Speculative decoding (Leviathan et al. 2023, arXiv
